@@ -1,0 +1,1 @@
+"""Command-line applications of ``clifer-edge`` (one module per sub-command)."""
