@@ -1,0 +1,305 @@
+"""The runtime's configuration: one YAML file, validated when it is loaded.
+
+A robot should refuse a bad configuration at start-up, with the offending key named, rather than
+fail hours later. :func:`load_config` reads the shipped default
+(``clifer_edge/config/default.yaml``, every key documented there), overlays the user's file on it,
+and checks every key, type and range; the ``gdm`` section is validated by
+:meth:`clifer_edge.memory.GDMConfig.from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: The documented default configuration shipped with the package.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Which encoder/generator files to load and how to run them."""
+
+    #: Directory holding ``encoder_<variant>.tflite``, ``generator_<variant>.tflite`` and
+    #: ``metadata.json``; ``None`` means the bundled default models.
+    directory: str | None = None
+    #: Model file variant, e.g. ``int8`` (the robot default) or ``float32``.
+    variant: str = "int8"
+    #: Interpreter threads per model.
+    num_threads: int = 1
+    #: Expected model input side; ``None`` = from the metadata, a number is checked against it.
+    image_size: int | None = None
+    #: Class means of encoder latents used as the person-independent fallback classifier;
+    #: ``None`` means ``<directory>/fallback_means_<variant>.npz``.
+    fallback_means: str | None = None
+
+
+@dataclass(frozen=True)
+class FacesConfig:
+    """Face detection on full frames (pre-cropped faces skip it)."""
+
+    #: ``haar`` (ships with OpenCV 4.x) or ``yunet`` (needs ``yunet_model``).
+    detector: str = "haar"
+    #: Path to a YuNet ONNX file when ``detector`` is ``yunet``.
+    yunet_model: str | None = None
+    #: Smallest face side in pixels that the detector reports.
+    min_face_size: int = 40
+    #: Border added around a detected box before cropping, as a fraction of its side.
+    margin: float = 0.1
+    #: Most faces handled per frame (largest first); the rest are ignored.
+    max_faces: int = 5
+
+
+@dataclass(frozen=True)
+class PersonsConfig:
+    """Who a face belongs to, and how many persons' memories are kept in RAM."""
+
+    #: ``caller`` (ids come with each face, e.g. ROS4HRI person ids; missing ids fall back to
+    #: ``default_person``), ``single`` (every face is ``default_person``) or ``identity`` (open-set
+    #: nearest neighbour on an identity descriptor; see :mod:`clifer_edge.runtime.persons`).
+    mode: str = "caller"
+    #: Person id used in single-user mode and when the caller gives none.
+    default_person: str = "user"
+    #: ``identity`` mode: cosine distance above which a face starts a new person.
+    identity_threshold: float = 0.25
+    #: Person memories held in RAM; the least recently seen are saved and evicted.
+    max_in_ram: int = 8
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Where the persons' memories live and how they answer."""
+
+    #: Directory of the persons' memory files (``~`` is expanded).
+    directory: str = "~/.local/share/clifer-edge/memories"
+    #: Upper bound on nodes per memory network (episodic and semantic each).
+    max_nodes: int = 300
+    #: Memory that classifies faces of known persons: ``episodic`` or ``semantic``.
+    answer: str = "episodic"
+    #: Also save the cropped faces of labelled episodes as PNG files (privacy: off by default).
+    store_faces: bool = False
+
+
+@dataclass(frozen=True)
+class LearningConfig:
+    """Online learning from labelled faces."""
+
+    #: Labelled faces gathered before the memories are trained (a change of label, teach, idle,
+    #: save and close also end an episode).
+    episode_size: int = 16
+    #: Latents of the latest unlabelled faces kept per person for :meth:`teach` (no images).
+    recent_faces: int = 32
+    #: Faces used by ``teach`` when the caller does not say how many.
+    teach_recent: int = 8
+
+
+@dataclass(frozen=True)
+class ImaginationConfig:
+    """Idle-time imagination of the expressions a person has not shown yet."""
+
+    #: Run imagination at all.
+    enabled: bool = True
+    #: Seconds without faces after which the robot counts as idle.
+    idle_timeout_s: float = 10.0
+    #: Default time budget of one :meth:`ExpressionRuntime.imagine` call, in seconds.
+    budget_s: float = 0.5
+    #: Episodic prototypes imagined per preemptible chunk (x the other expressions).
+    chunk_prototypes: int = 4
+    #: Mix RNAT pseudo-replay of what is already known into each imagined episode.
+    replay: bool = True
+    #: A prototype that moved further than this (Euclidean, latent space) since it was imagined is
+    #: imagined again.
+    reimagine_distance: float = 0.25
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The whole runtime configuration (see ``clifer_edge/config/default.yaml``)."""
+
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    persons: PersonsConfig = field(default_factory=PersonsConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
+    #: Growing Dual Memory hyper-parameters, passed to ``GDMConfig.from_dict``.
+    gdm: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **sections: dict[str, Any]) -> RuntimeConfig:
+        """A copy with some keys of some sections changed, validated like a file.
+
+        Example: ``cfg.replace(memory={"directory": "/tmp/m"}, persons={"mode": "single"})``.
+        """
+        return config_from_dict(_deep_merge(config_to_dict(self), sections))
+
+    def memory_directory(self) -> Path:
+        """The memory directory with ``~`` and environment variables expanded."""
+        return Path(os.path.expandvars(os.path.expanduser(self.memory.directory)))
+
+
+#: Allowed values of string keys.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "faces.detector": ("haar", "yunet"),
+    "persons.mode": ("caller", "single", "identity"),
+    "memory.answer": ("episodic", "semantic"),
+}
+
+#: Inclusive lower bounds (and optional upper bounds) of numeric keys.
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "models.num_threads": (1, 64),
+    "models.image_size": (8, 1024),
+    "faces.min_face_size": (8, None),
+    "faces.margin": (0.0, 1.0),
+    "faces.max_faces": (1, None),
+    "persons.identity_threshold": (0.0, 2.0),
+    "persons.max_in_ram": (1, None),
+    "memory.max_nodes": (2, None),
+    "learning.episode_size": (1, None),
+    "learning.recent_faces": (1, None),
+    "learning.teach_recent": (1, None),
+    "imagination.idle_timeout_s": (0.0, None),
+    "imagination.budget_s": (0.001, None),
+    "imagination.chunk_prototypes": (1, None),
+    "imagination.reimagine_distance": (0.0, None),
+}
+
+_SECTIONS: dict[str, type] = {
+    "models": ModelsConfig,
+    "faces": FacesConfig,
+    "persons": PersonsConfig,
+    "memory": MemoryConfig,
+    "learning": LearningConfig,
+    "imagination": ImaginationConfig,
+}
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> RuntimeConfig:
+    """Load the runtime configuration.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        A YAML file whose keys override the shipped default; ``None`` gives the default alone.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing or not valid YAML, or a key is unknown, has the wrong type or lies
+        out of range (the message names the key, e.g. ``persons.max_in_ram``).
+    """
+    base = _read_yaml(DEFAULT_CONFIG_PATH)
+    if path is None:
+        return config_from_dict(base)
+    return config_from_dict(_deep_merge(base, _read_yaml(Path(path))))
+
+
+def config_from_dict(data: dict[str, Any]) -> RuntimeConfig:
+    """Build and validate a :class:`RuntimeConfig` from nested dicts (missing keys get defaults)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config must be a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_SECTIONS) - {"gdm"})
+    if unknown:
+        raise ValueError(f"unknown config key {unknown[0]!r} (sections: {[*_SECTIONS, 'gdm']})")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        sections[name] = _build_section(name, cls, data.get(name) or {})
+    gdm = data.get("gdm") or {}
+    if not isinstance(gdm, dict):
+        raise ValueError(f"config key 'gdm' must be a mapping, got {type(gdm).__name__}")
+    _validate_gdm(gdm)
+    return RuntimeConfig(**sections, gdm=dict(gdm))
+
+
+def config_to_dict(config: RuntimeConfig) -> dict[str, Any]:
+    """The configuration as plain nested dicts (what a YAML file would hold)."""
+    return dataclasses.asdict(config)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"cannot read config file {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"config file {path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build_section(name: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"config key {name!r} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ValueError(f"unknown config key '{name}.{key}' (known: {sorted(known)})")
+    checked = {
+        key: _check_value(f"{name}.{key}", hints[key], value) for key, value in values.items()
+    }
+    return cls(**checked)
+
+
+def _check_value(key: str, hint: Any, value: Any) -> Any:
+    """Check one value against its annotated type, choices and range; return it normalised."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"config key {key!r} must not be null")
+    kinds = [kind for kind in allowed if kind is not type(None)]
+    kind = kinds[0]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {key!r} must be true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config key {key!r} must be a number, got {value!r}")
+        value = float(value)
+        if value != value:  # NaN
+            raise ValueError(f"config key {key!r} must be a number, got NaN")
+    elif kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"config key {key!r} must be a non-empty string, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ValueError(f"config key {key!r} is {value!r}, should be one of {list(_CHOICES[key])}")
+    if key in _RANGES:
+        low, high = _RANGES[key]
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"config key {key!r} is {value!r}, should be {bound}")
+    return value
+
+
+def _validate_gdm(gdm: dict[str, Any]) -> None:
+    from clifer_edge.memory import GDMConfig
+
+    try:
+        GDMConfig.from_dict(gdm)
+    except ValueError as error:
+        raise ValueError(f"config section 'gdm': {error}") from None

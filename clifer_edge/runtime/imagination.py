@@ -1,0 +1,349 @@
+"""Imagination: learning expressions a person has not shown yet, in the robot's idle time.
+
+CLIFER's Imagination model lets the robot picture a known person with another expression. For each
+episodic prototype (a BMU weight, i.e. a latent the person really produced), the generator renders
+the face under every other expression c, G(z, c); the encoder maps that picture back to the latent
+space, E(G(z, c)); both memories are then trained on these imagined latents with label c, mixed with
+RNAT pseudo-replay of what the person already showed, so the new classes do not wash out the old.
+
+This is the most expensive thing the robot does, so :class:`ImaginationScheduler` runs it only when
+the robot is idle (no face for ``idle_timeout_s`` seconds, or an external idle signal), in small
+chunks of ``chunk_prototypes`` prototypes, within a time budget, and stops between any two steps
+(generate, encode, train) as soon as a face appears. It keeps, per person, the prototypes it already
+imagined (and the imagined latents themselves), so idle time is spent only on new prototypes and
+never on imagining from imagined faces.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from clifer_edge.labels import canonical_label
+from clifer_edge.runtime.config import ImaginationConfig
+from clifer_edge.runtime.persons import PersonState
+
+logger = logging.getLogger(__name__)
+
+#: Most imagined sources/latents remembered per person (the newest are kept).
+MAX_RECORDED = 8192
+
+
+def _vocabulary(model: Any) -> tuple[str, ...]:
+    return tuple(canonical_label(name) for name in model.metadata.vocabulary)
+
+
+def _check_prototypes(prototypes: np.ndarray, source_labels: Sequence[str]) -> np.ndarray:
+    prototypes = np.asarray(prototypes, dtype=np.float32)
+    if prototypes.ndim != 2:
+        raise ValueError(f"prototypes of shape {prototypes.shape} should be (n_prototypes, z_dim)")
+    if len(source_labels) != prototypes.shape[0]:
+        raise ValueError(f"{len(source_labels)} source labels for {prototypes.shape[0]} prototypes")
+    if not np.all(np.isfinite(prototypes)):
+        raise ValueError("prototypes contain NaN or infinite values")
+    return prototypes
+
+
+def imagine_faces(
+    prototypes: np.ndarray,
+    generator: Any,
+    source_labels: Sequence[str],
+    targets: Iterable[str] | None = None,
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Render each prototype under every target expression other than its own.
+
+    Parameters
+    ----------
+    prototypes : ndarray of shape (n_prototypes, z_dim)
+        Latents (episodic BMU weights) of one person.
+    generator : Generator
+        The Imagination model's decoder, ``generate(z, expressions) -> faces``.
+    source_labels : sequence of str
+        The label of each prototype (its own expression is not imagined again).
+    targets : iterable of str, optional
+        Expressions to imagine; default: the generator's whole vocabulary.
+
+    Returns
+    -------
+    faces : ndarray of shape (m, H, W, C), float32 in [-1, 1]
+    labels : list of str, length m
+        The imagined expression of each face.
+    rows : ndarray of int, shape (m,)
+        Index of the prototype each face was imagined from.
+    """
+    prototypes = _check_prototypes(prototypes, source_labels)
+    vocabulary = _vocabulary(generator)
+    if targets is None:
+        wanted = vocabulary
+    else:
+        wanted = tuple(canonical_label(name) for name in targets)
+        unknown = [name for name in wanted if name not in vocabulary]
+        if unknown:
+            raise ValueError(
+                f"cannot imagine {unknown}: not in the generator vocabulary {list(vocabulary)}"
+            )
+    rows: list[int] = []
+    labels: list[str] = []
+    for row, source in enumerate(source_labels):
+        source = canonical_label(source)
+        for target in wanted:
+            if target != source:
+                rows.append(row)
+                labels.append(target)
+    index = np.asarray(rows, dtype=np.int64)
+    if not rows:
+        size = generator.metadata.image_size
+        return np.zeros((0, size, size, generator.metadata.channels), np.float32), [], index
+    z = np.clip(prototypes[index], -1.0, 1.0)
+    faces = generator.generate(z, labels)
+    return faces, labels, index
+
+
+def imagine_latents(
+    prototypes: np.ndarray,
+    encoder: Any,
+    generator: Any,
+    source_labels: Sequence[str],
+    targets: Iterable[str] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Imagined latents E(G(z, c)) for every prototype z and every other expression c.
+
+    Parameters are as for :func:`imagine_faces`, plus ``encoder`` (``encode(faces) -> latents``).
+
+    Returns
+    -------
+    latents : ndarray of shape (m, z_dim), float32
+    labels : list of str, length m
+    """
+    faces, labels, _ = imagine_faces(prototypes, generator, source_labels, targets)
+    if not labels:
+        return np.zeros((0, np.asarray(prototypes).shape[1]), np.float32), []
+    return np.asarray(encoder.encode(faces), dtype=np.float32), labels
+
+
+@dataclass(frozen=True)
+class ImaginationReport:
+    """What one :meth:`ImaginationScheduler.run` call did."""
+
+    #: Persons whose memories were trained on imagined latents.
+    persons: tuple[str, ...]
+    #: Prototypes imagined and latents trained.
+    prototypes: int
+    latents: int
+    #: Chunks completed.
+    chunks: int
+    #: Wall time of the call, seconds.
+    seconds: float
+    #: True if a face (or busy signal) stopped it before its budget or work ran out.
+    preempted: bool
+    #: True if no person has prototypes left to imagine.
+    done: bool
+
+
+class ImaginationScheduler:
+    """Decides when to imagine, and does it in small preemptible chunks.
+
+    Parameters
+    ----------
+    config : ImaginationConfig
+    encoder, generator : Encoder, Generator
+    clock : callable() -> float
+        Time source of the idle timer (seconds); a simulation may pass its own.
+
+    Notes
+    -----
+    Thread use: faces may arrive on another thread while :meth:`run` works. The caller calls
+    :meth:`notify_activity` *before* it waits for the lock that :meth:`run` holds during each step,
+    so a face waits at most one step (one generate, encode or train call on one chunk).
+    """
+
+    def __init__(
+        self,
+        config: ImaginationConfig,
+        encoder: Any,
+        generator: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.generator = generator
+        self.clock = clock
+        self._activity = threading.Event()
+        self._last_activity = clock()
+        self._external_idle = False
+        self.last_report: ImaginationReport | None = None
+        self.total_latents = 0
+        self.total_seconds = 0.0
+
+    # -- idle detection ----------------------------------------------------------------------
+    def notify_activity(self) -> None:
+        """A face appeared (or the robot got busy): stop imagining now, restart the idle timer."""
+        self._last_activity = self.clock()
+        self._external_idle = False
+        self._activity.set()
+
+    def set_idle(self, idle: bool) -> None:
+        """External idle signal: True = idle now (until a face appears), False = busy."""
+        if idle:
+            self._external_idle = True
+        else:
+            self.notify_activity()
+
+    def is_idle(self) -> bool:
+        """Idle: the external signal says so, or no face for ``idle_timeout_s`` seconds."""
+        if self._external_idle:
+            return True
+        return self.clock() - self._last_activity >= self.config.idle_timeout_s
+
+    @property
+    def preempted(self) -> bool:
+        """Whether activity was signalled since the running :meth:`run` started."""
+        return self._activity.is_set()
+
+    # -- work --------------------------------------------------------------------------------
+    def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
+        """The person's episodic prototypes still to imagine.
+
+        A prototype qualifies when its label is one the person showed for real (and the generator
+        can draw), it lies nearer to the person's real latents than to any imagined latent (so
+        nodes grown from imagined faces are never imagined again), and it moved further than
+        ``reimagine_distance`` from every prototype imagined before (so work is not repeated).
+        """
+        if not state.fitted:
+            return np.zeros((0, 0), np.float32), []
+        prototypes, labels = state.memory.episodic_prototypes()
+        prototypes = np.asarray(prototypes, dtype=np.float32)
+        vocabulary = _vocabulary(self.generator)
+        keep = np.array(
+            [label in state.shown_labels and label in vocabulary for label in labels], dtype=bool
+        )
+        if keep.any() and state.imagined_latents is not None and state.real_latents is not None:
+            keep &= _nearest(prototypes, state.real_latents) <= _nearest(
+                prototypes, state.imagined_latents
+            )
+        if keep.any() and state.imagined_sources is not None:
+            keep &= _nearest(prototypes, state.imagined_sources) > self.config.reimagine_distance
+        index = np.flatnonzero(keep)
+        return prototypes[index], [labels[i] for i in index]
+
+    def run(
+        self,
+        persons: Sequence[PersonState],
+        budget_s: float,
+        lock: threading.RLock | threading.Lock,
+        on_trained: Callable[[PersonState], None] | None = None,
+    ) -> ImaginationReport | None:
+        """Imagine for the given persons (in order) until the budget is spent, work runs out or
+        a face appears.
+
+        Returns ``None`` without doing anything when imagination is disabled or the robot is not
+        idle. ``on_trained(state)`` is called (under ``lock``) for each person whose memory
+        changed, e.g. to save it.
+        """
+        if not self.config.enabled or not self.is_idle():
+            return None
+        self._activity.clear()
+        start = time.perf_counter()
+        deadline = start + budget_s
+        touched: list[PersonState] = []
+        n_prototypes = n_latents = n_chunks = 0
+        out_of_time = False
+        for state in persons:
+            if self._activity.is_set() or out_of_time:
+                break
+            with lock:
+                prototypes, labels = self.pending(state)
+            size = self.config.chunk_prototypes
+            for begin in range(0, len(labels), size):
+                if self._activity.is_set():
+                    break
+                if time.perf_counter() >= deadline:
+                    out_of_time = True
+                    break
+                chunk, chunk_labels = prototypes[begin : begin + size], labels[begin : begin + size]
+                trained = self._chunk(state, chunk, chunk_labels, lock)
+                if trained < 0:
+                    break
+                n_prototypes += len(chunk_labels)
+                n_latents += trained
+                n_chunks += 1
+                if state not in touched:
+                    touched.append(state)
+        preempted = self._activity.is_set()
+        with lock:
+            if on_trained is not None:
+                for state in touched:
+                    on_trained(state)
+            done = all(len(self.pending(state)[1]) == 0 for state in persons)
+        seconds = time.perf_counter() - start
+        report = ImaginationReport(
+            persons=tuple(state.person_id for state in touched),
+            prototypes=n_prototypes,
+            latents=n_latents,
+            chunks=n_chunks,
+            seconds=seconds,
+            preempted=preempted,
+            done=done,
+        )
+        self.last_report = report
+        self.total_latents += n_latents
+        self.total_seconds += seconds
+        return report
+
+    def _chunk(
+        self,
+        state: PersonState,
+        prototypes: np.ndarray,
+        labels: list[str],
+        lock: threading.RLock | threading.Lock,
+    ) -> int:
+        """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained)."""
+        with lock:
+            faces, imagined_labels, _ = imagine_faces(prototypes, self.generator, labels)
+        if self._activity.is_set():
+            return -1
+        if not imagined_labels:
+            self._mark(state, prototypes, None)
+            return 0
+        with lock:
+            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
+        if self._activity.is_set():
+            return -1
+        with lock:
+            state.memory.partial_fit(latents, imagined_labels)
+            if self.config.replay:
+                state.memory.replay()
+            self._mark(state, prototypes, latents)
+            state.n_imagined += len(imagined_labels)
+        return len(imagined_labels)
+
+    @staticmethod
+    def _mark(state: PersonState, prototypes: np.ndarray, latents: np.ndarray | None) -> None:
+        state.imagined_sources = _append(state.imagined_sources, prototypes, MAX_RECORDED)
+        if latents is not None:
+            state.imagined_latents = _append(state.imagined_latents, latents, MAX_RECORDED)
+
+
+def _append(record: np.ndarray | None, rows: np.ndarray, limit: int) -> np.ndarray:
+    """Rows appended to a record, keeping only the newest ``limit``."""
+    rows = np.asarray(rows, dtype=np.float32)
+    merged = rows if record is None or len(record) == 0 else np.concatenate([record, rows])
+    return merged[-limit:]
+
+
+def _nearest(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each point to its nearest reference row (inf if none)."""
+    if reference is None or len(reference) == 0:
+        return np.full(len(points), np.inf, dtype=np.float32)
+    sq = (
+        np.sum(points**2, axis=1)[:, None]
+        - 2.0 * points @ reference.T
+        + np.sum(reference**2, axis=1)[None, :]
+    )
+    return np.sqrt(np.maximum(sq.min(axis=1), 0.0))

@@ -1,0 +1,532 @@
+"""The expression runtime: image -> face -> latent -> the person's memory -> expression.
+
+:class:`ExpressionRuntime` is what the ROS 2 node and the command line wrap. Per face it
+
+1. detects and crops (full frames) or just prepares (pre-cropped, e.g. ROS4HRI ``aligned`` faces)
+   the face with the shared preprocessing;
+2. encodes it with the int8 encoder into a latent;
+3. finds the person (caller's id, single-user mode, or the identity fallback) and their memory;
+4. answers with that memory (episodic or semantic, as configured) or, while the person is new,
+   with the person-independent fallback classifier;
+5. if the face carries a label, adds it to the person's running learning episode; a full episode
+   (or a change of label) trains both memories and saves them atomically.
+
+In idle time :meth:`ExpressionRuntime.imagine` runs imagination chunks; every face preempts it.
+All public methods are thread-safe: one lock guards the models and memories.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from clifer_edge.labels import canonical_label
+from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
+from clifer_edge.runtime.config import RuntimeConfig, load_config
+from clifer_edge.runtime.fallback import FallbackClassifier, FallbackError, file_sha256
+from clifer_edge.runtime.imagination import ImaginationReport, ImaginationScheduler, _append
+from clifer_edge.runtime.persons import (
+    IdentityIndex,
+    PersonState,
+    PersonStore,
+    default_memory_factory,
+    person_key,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Real labelled latents remembered per person (where imagination may start from).
+MAX_REAL_LATENTS = 1024
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """The runtime's answer for one face."""
+
+    #: The person the face was attributed to.
+    person_id: str
+    #: Canonical expression label (``unknown`` if nothing can answer yet).
+    label: str
+    #: Score of ``label`` (the row maximum of ``scores``), in [0, 1].
+    confidence: float
+    #: Per-class scores summing to 1 (over the labels the answering memory knows).
+    scores: dict[str, float]
+    #: Which memory answered: ``episodic``, ``semantic`` or ``fallback`` (person not learned yet).
+    memory: str
+    #: Face rectangle in the frame; ``None`` for pre-cropped faces.
+    box: FaceBox | None = None
+    #: True if the face carried a label and was taken into the person's learning episode.
+    learned: bool = False
+
+
+@dataclass
+class _Timings:
+    """Cumulative wall times (seconds) and counts, for :meth:`ExpressionRuntime.stats`."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float, count: int = 1) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.counts[name] = self.counts.get(name, 0) + count
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {
+                "count": self.counts[name],
+                "total_s": round(self.seconds[name], 4),
+                "mean_ms": round(1000.0 * self.seconds[name] / max(self.counts[name], 1), 3),
+            }
+            for name in sorted(self.seconds)
+        }
+
+
+def default_model_directory() -> Path:
+    """The bundled default models: ``clifer_edge/models/default/``."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
+    """Load the configured encoder and generator and check them against the configuration.
+
+    Raises
+    ------
+    ValueError
+        ``ModelFileError`` for a missing, truncated or mismatched model file, or a ValueError when
+        the metadata disagrees with ``models.image_size``.
+    """
+    from clifer_edge.models import Encoder, Generator
+
+    directory = Path(config.models.directory or default_model_directory()).expanduser()
+    variant = config.models.variant
+    metadata = directory / "metadata.json"
+    threads = config.models.num_threads
+    encoder = Encoder(
+        directory / f"encoder_{variant}.tflite", metadata_path=metadata, num_threads=threads
+    )
+    generator = Generator(
+        directory / f"generator_{variant}.tflite", metadata_path=metadata, num_threads=threads
+    )
+    return encoder, generator
+
+
+class ExpressionRuntime:
+    """Personalised, continually learning expression recognition for a robot.
+
+    Parameters
+    ----------
+    config : RuntimeConfig, optional
+        Default: :func:`load_config` ``(None)``, the shipped defaults.
+    encoder, generator : Encoder, Generator, optional
+        The Imagination model's halves; ``None`` loads the configured (default: bundled) models.
+    detector : FaceDetector, optional
+        Face detector for full frames; ``None`` builds the configured one on first use.
+    fallback : FallbackClassifier, optional
+        The classifier for new persons; ``None`` loads the configured file if it exists.
+    clock : callable() -> float
+        Time source of the idle timer (a simulation may pass its own).
+    """
+
+    def __init__(
+        self,
+        config: RuntimeConfig | None = None,
+        encoder: Any = None,
+        generator: Any = None,
+        detector: Any = None,
+        fallback: FallbackClassifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config if config is not None else load_config(None)
+        if encoder is None or generator is None:
+            loaded_encoder, loaded_generator = load_models(self.config)
+            encoder = encoder if encoder is not None else loaded_encoder
+            generator = generator if generator is not None else loaded_generator
+        self.encoder = encoder
+        self.generator = generator
+        meta = encoder.metadata
+        self.image_size = int(meta.image_size)
+        self.channels = int(meta.channels)
+        expected = self.config.models.image_size
+        if expected is not None and expected != self.image_size:
+            raise ValueError(
+                f"config key 'models.image_size' is {expected}, but the encoder takes "
+                f"{self.image_size}x{self.image_size} faces"
+            )
+        if int(generator.metadata.z_dim) != int(meta.z_dim):
+            raise ValueError(
+                f"generator z_dim={generator.metadata.z_dim} != encoder z_dim={meta.z_dim}"
+            )
+        self._detector = detector
+        self.fallback = fallback if fallback is not None else self._load_fallback()
+        self._lock = threading.RLock()
+        self._timings = _Timings()
+        self._closed = False
+        self.n_faces = 0
+        self.n_rejected = 0
+        self.persons = PersonStore(
+            self.config.memory_directory(),
+            default_memory_factory(self.config.gdm, self.config.memory.max_nodes),
+            max_in_ram=self.config.persons.max_in_ram,
+            recent_faces=self.config.learning.recent_faces,
+            before_evict=self._finish_episode,
+        )
+        self.scheduler = ImaginationScheduler(
+            self.config.imagination, encoder, generator, clock=clock
+        )
+        self.identities: IdentityIndex | None = None
+        if self.config.persons.mode == "identity":
+            self.identities = IdentityIndex(
+                self.config.persons.identity_threshold, self.persons.iter_records()
+            )
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _load_fallback(self) -> FallbackClassifier | None:
+        path = self.config.models.fallback_means
+        if path is None:
+            directory = Path(self.config.models.directory or default_model_directory())
+            path = str(directory.expanduser() / f"fallback_means_{self.config.models.variant}.npz")
+        if not os.path.exists(path):
+            logger.warning(
+                "no fallback classifier at %s: new persons get 'unknown' until they are taught "
+                "(build one with `clifer-edge build-fallback`)",
+                path,
+            )
+            return None
+        model_path = getattr(self.encoder, "path", None)
+        sha = file_sha256(model_path) if model_path and os.path.exists(model_path) else None
+        try:
+            return FallbackClassifier.load(path, encoder_sha256=sha)
+        except FallbackError as error:
+            logger.warning("%s; new persons get 'unknown' until they are taught", error)
+            return None
+
+    @property
+    def detector(self) -> Any:
+        """The face detector, built on first use (pre-cropped faces never need it)."""
+        if self._detector is None:
+            from clifer_edge.faces import FaceDetector
+
+            faces = self.config.faces
+            kwargs: dict[str, Any] = {"method": faces.detector, "min_size": faces.min_face_size}
+            if faces.detector == "yunet":
+                kwargs["model_path"] = faces.yunet_model
+            self._detector = FaceDetector(**kwargs)
+        return self._detector
+
+    # -- faces in ----------------------------------------------------------------------------
+    def process_frame(
+        self,
+        image: np.ndarray,
+        person_id: str | None = None,
+        label: str | None = None,
+        color_order: str = "rgb",
+    ) -> list[FaceResult]:
+        """Detect the faces in a full frame and recognise (and, with a label, learn) them.
+
+        With ``persons.mode`` ``identity`` every detected face (up to ``faces.max_faces``) is
+        identified and answered. Otherwise the frame is taken to show one person, ``person_id``
+        (or the default person): only the largest face is used.
+
+        Raises
+        ------
+        InvalidImageError
+            For an unusable image (empty, wrong shape or dtype, too small or huge, non-finite).
+        """
+        self._check_open()
+        try:
+            image = validate_image(image)
+        except InvalidImageError:
+            self.n_rejected += 1
+            raise
+        start = time.perf_counter()
+        crops = self.detector.crop_faces(
+            image, size=self.image_size, channels=self.channels, color_order=color_order
+        )
+        self._timings.add("detect", time.perf_counter() - start)
+        if not crops:
+            return []
+        if self.identities is None:
+            crops = crops[:1]
+        else:
+            crops = crops[: self.config.faces.max_faces]
+        faces = np.stack([face for _, face in crops])
+        boxes = [detected.box for detected, _ in crops]
+        return self._handle(faces, boxes, person_id, label)
+
+    def process_face(
+        self,
+        face_image: np.ndarray,
+        person_id: str | None = None,
+        label: str | None = None,
+        color_order: str = "rgb",
+    ) -> FaceResult:
+        """Recognise (and, with a label, learn) one pre-cropped face, e.g. a ROS4HRI aligned face.
+
+        Raises
+        ------
+        InvalidImageError
+            For an unusable image.
+        """
+        self._check_open()
+        try:
+            face = preprocess_face(
+                face_image, size=self.image_size, channels=self.channels, color_order=color_order
+            )
+        except InvalidImageError:
+            self.n_rejected += 1
+            raise
+        return self._handle(face[None], [None], person_id, label)[0]
+
+    def _handle(
+        self,
+        faces: np.ndarray,
+        boxes: Sequence[FaceBox | None],
+        person_id: str | None,
+        label: str | None,
+    ) -> list[FaceResult]:
+        """Encode, attribute, answer and learn prepared faces (inputs already validated)."""
+        if label is not None:
+            label = canonical_label(label)
+        if person_id is not None and (not isinstance(person_id, str) or not person_id.strip()):
+            raise ValueError(f"person_id must be a non-empty string or None, got {person_id!r}")
+        # Preempt imagination before waiting for the lock it holds during a step.
+        self.scheduler.notify_activity()
+        with self._lock:
+            start = time.perf_counter()
+            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
+            self._timings.add("encode", time.perf_counter() - start, len(faces))
+            results = []
+            for i, (latent, box) in enumerate(zip(latents, boxes, strict=True)):
+                state = self.persons.get(self._resolve_person(person_id, latent))
+                start = time.perf_counter()
+                result = self._classify(state, latent, box)
+                self._timings.add("classify", time.perf_counter() - start)
+                if label is not None:
+                    self._add_to_episode(state, latent, label, faces[i])
+                    result = FaceResult(**{**result.__dict__, "learned": True})
+                else:
+                    state.recent.append(latent)
+                results.append(result)
+            self.n_faces += len(results)
+            return results
+
+    def _resolve_person(self, person_id: str | None, latent: np.ndarray) -> str:
+        mode = self.config.persons.mode
+        if mode == "single":
+            return self.config.persons.default_person
+        if person_id is not None:
+            return person_id
+        if self.identities is not None:
+            found = self.identities.assign(latent)
+            return found
+        return self.config.persons.default_person
+
+    def _classify(self, state: PersonState, latent: np.ndarray, box: FaceBox | None) -> FaceResult:
+        if self.identities is not None:
+            state.identity, state.identity_count = self.identities.update(state.person_id, latent)
+        if state.fitted:
+            memory = self.config.memory.answer
+            scores = state.memory.predict_proba(latent[None], memory=memory)[0]
+            labels = [str(name) for name in state.memory.labels_]
+        elif self.fallback is not None:
+            memory = "fallback"
+            scores = self.fallback.predict_proba(latent[None])[0]
+            labels = self.fallback.labels
+        else:
+            return FaceResult(state.person_id, "unknown", 0.0, {}, "fallback", box)
+        best = int(np.argmax(scores))
+        return FaceResult(
+            person_id=state.person_id,
+            label=str(labels[best]),
+            confidence=float(scores[best]),
+            scores={name: float(score) for name, score in zip(labels, scores, strict=True)},
+            memory=memory,
+            box=box,
+        )
+
+    # -- learning ----------------------------------------------------------------------------
+    def _add_to_episode(
+        self, state: PersonState, latent: np.ndarray, label: str, face: np.ndarray
+    ) -> None:
+        if state.pending_labels and state.pending_labels[-1] != label:
+            self._finish_episode(state)
+        state.pending_latents.append(latent)
+        state.pending_labels.append(label)
+        if self.config.memory.store_faces:
+            self._store_face(state, face, label)
+        if len(state.pending_labels) >= self.config.learning.episode_size:
+            self._finish_episode(state)
+
+    def _finish_episode(self, state: PersonState) -> None:
+        """Train the person's memories on their pending labelled faces and save them."""
+        if not state.pending_labels:
+            return
+        latents = np.stack(state.pending_latents).astype(np.float32)
+        labels = list(state.pending_labels)
+        self._learn(state, latents, labels)
+        state.pending_latents.clear()
+        state.pending_labels.clear()
+
+    def _learn(self, state: PersonState, latents: np.ndarray, labels: list[str]) -> None:
+        start = time.perf_counter()
+        state.memory.partial_fit(latents, labels)
+        self._timings.add("learn", time.perf_counter() - start, len(labels))
+        state.shown_labels.update(labels)
+        state.real_latents = _append(state.real_latents, latents, MAX_REAL_LATENTS)
+        state.n_episodes += 1
+        state.n_faces_learned += len(labels)
+        start = time.perf_counter()
+        self.persons.save(state)
+        self._timings.add("save", time.perf_counter() - start)
+
+    def _store_face(self, state: PersonState, face: np.ndarray, label: str) -> None:
+        from clifer_edge.preprocessing import to_uint8
+
+        folder = self.persons.directory / "faces" / person_key(state.person_id) / label
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{time.perf_counter_ns() % 10**9:09d}.png"
+        pixels = to_uint8(face)
+        if pixels.shape[2] == 3:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / name), pixels)
+
+    def teach(self, person_id: str, label: str, n_recent: int | None = None) -> int:
+        """Few-shot: learn ``label`` (known or brand-new) from the person's latest unlabelled faces.
+
+        Parameters
+        ----------
+        person_id : str
+        label : str
+            Any expression name; a label the memory has never seen becomes a new class.
+        n_recent : int, optional
+            How many of the latest faces to use (default ``learning.teach_recent``).
+
+        Returns
+        -------
+        int
+            Faces learned (0 if the person has no recent faces).
+        """
+        self._check_open()
+        label = canonical_label(label)
+        n = self.config.learning.teach_recent if n_recent is None else int(n_recent)
+        if n < 1:
+            raise ValueError(f"n_recent={n_recent} should be >= 1")
+        self.scheduler.notify_activity()
+        with self._lock:
+            state = self.persons.get(person_id)
+            taken = list(state.recent)[-n:]
+            if not taken:
+                return 0
+            self._finish_episode(state)
+            for _ in taken:
+                state.recent.pop()
+            self._learn(state, np.stack(taken).astype(np.float32), [label] * len(taken))
+            return len(taken)
+
+    def forget(self, person_id: str) -> bool:
+        """Delete everything about a person (memory in RAM and files); True if anything existed."""
+        with self._lock:
+            if self.identities is not None:
+                self.identities.remove(person_id)
+            return self.persons.forget(person_id)
+
+    def save(self) -> None:
+        """End every running episode and save all resident persons."""
+        with self._lock:
+            for state in self.persons.resident():
+                self._finish_episode(state)
+            self.persons.save_all()
+
+    # -- idle time ---------------------------------------------------------------------------
+    def set_idle(self, idle: bool) -> None:
+        """External idle signal: True = the robot is idle now (imagination may run) until a face
+        appears; False = busy (stops imagination at once)."""
+        self.scheduler.set_idle(bool(idle))
+
+    def notify_activity(self) -> None:
+        """The robot is busy (not with a face, e.g. speech): stop imagining, restart the timer."""
+        self.scheduler.notify_activity()
+
+    def is_idle(self) -> bool:
+        """Whether imagination may run now."""
+        return self.scheduler.is_idle()
+
+    def imagine(self, budget_s: float | None = None) -> ImaginationReport | None:
+        """Run imagination for up to ``budget_s`` seconds if the robot is idle.
+
+        Persons are served most recently seen first. Returns ``None`` (doing nothing) when not
+        idle or imagination is disabled, else a report; ``report.preempted`` says a face stopped it.
+        """
+        self._check_open()
+        budget = self.config.imagination.budget_s if budget_s is None else float(budget_s)
+        if budget <= 0:
+            raise ValueError(f"budget_s={budget_s} should be > 0")
+        if not self.config.imagination.enabled or not self.scheduler.is_idle():
+            return None
+        with self._lock:
+            persons = self.persons.resident()[::-1]
+            for state in persons:
+                self._finish_episode(state)
+        report = self.scheduler.run(persons, budget, self._lock, on_trained=self.persons.save)
+        if report is not None and report.latents:
+            self._timings.add("imagine", report.seconds, report.latents)
+        return report
+
+    # -- inspection and shutdown ---------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counts, timings and each resident person's memory size (cheap; for diagnostics)."""
+        with self._lock:
+            persons = {}
+            for state in self.persons.resident():
+                entry: dict[str, Any] = {
+                    "episodes": state.n_episodes,
+                    "faces_learned": state.n_faces_learned,
+                    "imagined_latents": state.n_imagined,
+                    "shown_labels": sorted(state.shown_labels),
+                    "pending": len(state.pending_labels),
+                }
+                if state.fitted:
+                    entry["memory"] = state.memory.stats()
+                persons[state.person_id] = entry
+            return {
+                "faces": self.n_faces,
+                "rejected_images": self.n_rejected,
+                "persons_in_ram": len(persons),
+                "persons_known": len(self.persons.known_ids()),
+                "evictions": self.persons.n_evictions,
+                "quarantined_files": self.persons.n_quarantined,
+                "idle": self.scheduler.is_idle(),
+                "imagination": {
+                    "latents": self.scheduler.total_latents,
+                    "seconds": round(self.scheduler.total_seconds, 4),
+                },
+                "fallback": self.fallback is not None,
+                "timings": self._timings.summary(),
+                "persons": persons,
+            }
+
+    def close(self) -> None:
+        """Save everything; further calls raise. Safe to call twice."""
+        if self._closed:
+            return
+        self.save()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the runtime is closed")
+
+    def __enter__(self) -> ExpressionRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
