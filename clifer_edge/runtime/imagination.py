@@ -207,18 +207,18 @@ class ImaginationScheduler:
         return self._activity.is_set()
 
     # -- work --------------------------------------------------------------------------------
-    def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
-        """The person's episodic prototypes still to imagine.
+    def real_prototypes(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
+        """The person's episodic prototypes that stand for real faces.
 
-        A prototype qualifies when its label is one the person showed for real (and the generator
-        can draw), it lies nearer to the person's real latents than to any imagined latent (so
-        nodes grown from imagined faces are never imagined again), and it moved further than
-        ``reimagine_distance`` from every prototype imagined before (so work is not repeated).
+        Those whose label the person showed for real (and the generator can draw) and that lie
+        nearer to the person's real latents than to any imagined latent, so that nodes grown from
+        imagined faces are never imagined from again.
         """
         if not state.fitted:
             return np.zeros((0, 0), np.float32), []
         prototypes, labels = state.memory.episodic_prototypes()
         prototypes = np.asarray(prototypes, dtype=np.float32)
+        labels = [str(label) for label in labels]
         vocabulary = _vocabulary(self.generator)
         keep = np.array(
             [label in state.shown_labels and label in vocabulary for label in labels], dtype=bool
@@ -227,10 +227,21 @@ class ImaginationScheduler:
             keep &= _nearest(prototypes, state.real_latents) <= _nearest(
                 prototypes, state.imagined_latents
             )
-        if keep.any() and state.imagined_sources is not None:
-            keep &= _nearest(prototypes, state.imagined_sources) > self.config.reimagine_distance
         index = np.flatnonzero(keep)
         return prototypes[index], [labels[i] for i in index]
+
+    def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
+        """The real prototypes (:meth:`real_prototypes`) not imagined yet.
+
+        A prototype counts as done while it lies within ``reimagine_distance`` of one imagined
+        before; one that moved further (the memory kept learning) is imagined again.
+        """
+        prototypes, labels = self.real_prototypes(state)
+        if labels and state.imagined_sources is not None:
+            keep = _nearest(prototypes, state.imagined_sources) > self.config.reimagine_distance
+            index = np.flatnonzero(keep)
+            prototypes, labels = prototypes[index], [labels[i] for i in index]
+        return prototypes, labels
 
     def run(
         self,

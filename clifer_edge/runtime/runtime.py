@@ -95,6 +95,25 @@ def default_model_directory() -> Path:
     return Path(__file__).resolve().parent.parent / "models" / "default"
 
 
+def model_paths(config: RuntimeConfig) -> tuple[Path, Path, Path]:
+    """(encoder, generator, metadata) file paths of the configured model variant."""
+    directory = Path(config.models.directory or default_model_directory()).expanduser()
+    variant = config.models.variant
+    return (
+        directory / f"encoder_{variant}.tflite",
+        directory / f"generator_{variant}.tflite",
+        directory / "metadata.json",
+    )
+
+
+def fallback_path(config: RuntimeConfig) -> Path:
+    """Where the fallback classifier of the configured models lives."""
+    if config.models.fallback_means is not None:
+        return Path(config.models.fallback_means).expanduser()
+    encoder_path = model_paths(config)[0]
+    return encoder_path.parent / f"fallback_means_{config.models.variant}.npz"
+
+
 def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
     """Load the configured encoder and generator and check them against the configuration.
 
@@ -106,16 +125,10 @@ def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
     """
     from clifer_edge.models import Encoder, Generator
 
-    directory = Path(config.models.directory or default_model_directory()).expanduser()
-    variant = config.models.variant
-    metadata = directory / "metadata.json"
+    encoder_path, generator_path, metadata = model_paths(config)
     threads = config.models.num_threads
-    encoder = Encoder(
-        directory / f"encoder_{variant}.tflite", metadata_path=metadata, num_threads=threads
-    )
-    generator = Generator(
-        directory / f"generator_{variant}.tflite", metadata_path=metadata, num_threads=threads
-    )
+    encoder = Encoder(encoder_path, metadata_path=metadata, num_threads=threads)
+    generator = Generator(generator_path, metadata_path=metadata, num_threads=threads)
     return encoder, generator
 
 
@@ -190,19 +203,16 @@ class ExpressionRuntime:
 
     # -- set-up ------------------------------------------------------------------------------
     def _load_fallback(self) -> FallbackClassifier | None:
-        path = self.config.models.fallback_means
-        if path is None:
-            directory = Path(self.config.models.directory or default_model_directory())
-            path = str(directory.expanduser() / f"fallback_means_{self.config.models.variant}.npz")
-        if not os.path.exists(path):
+        path = fallback_path(self.config)
+        if not path.exists():
             logger.warning(
                 "no fallback classifier at %s: new persons get 'unknown' until they are taught "
                 "(build one with `clifer-edge build-fallback`)",
                 path,
             )
             return None
-        model_path = getattr(self.encoder, "path", None)
-        sha = file_sha256(model_path) if model_path and os.path.exists(model_path) else None
+        model_path = getattr(self.encoder, "path", None) or model_paths(self.config)[0]
+        sha = file_sha256(model_path) if os.path.exists(model_path) else None
         try:
             return FallbackClassifier.load(path, encoder_sha256=sha)
         except FallbackError as error:

@@ -1,0 +1,411 @@
+"""The main job: real faces of several people stream through the full runtime, which learns each
+person's expressions class by class and imagines the missing ones while the robot is idle.
+
+Subjects come from the shared data: JAFFE full-frame photos (so the face detector runs) and CK+
+face crops. For each subject the expressions are presented one class at a time (neutral first for
+JAFFE), as labelled episodes; between classes the robot is idle and the imagination scheduler runs.
+After each class the subject's held-out faces are classified (unlabelled, through the runtime). The
+same stream goes through a second runtime with imagination switched off. Reported per person:
+macro F1 on the classes seen so far and on all of the subject's classes (mean over the steps),
+with and without imagination, and timings. Held-out faces: JAFFE one photo per class; CK+ the last
+of the three frames of the class's sequence (near-duplicate of the training frames, so CK+
+seen-class F1 is optimistic; unseen-class F1 is not affected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+
+from clifer_edge.datasets import DatasetError, FaceDataset, default_data_dir, load_npz
+from clifer_edge.labels import BASIC_EXPRESSIONS
+from clifer_edge.preprocessing import to_uint8
+from clifer_edge.runtime.config import RuntimeConfig, load_config
+from clifer_edge.runtime.fallback import FallbackClassifier, FallbackError
+from clifer_edge.runtime.runtime import ExpressionRuntime, fallback_path, load_models
+
+logger = logging.getLogger(__name__)
+
+#: Label given to a held-out face when no face was detected in it (counts as wrong).
+NO_FACE = "no-face"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
+    parser.add_argument("--config", help="runtime YAML (default: the shipped default)")
+    parser.add_argument("--data-dir", help="shared data folder (default ../shared/data)")
+    parser.add_argument("--jaffe-subjects", type=int, default=4, help="JAFFE subjects (of 10)")
+    parser.add_argument("--ck-subjects", type=int, default=4, help="CK+ subjects (>= 5 classes)")
+    parser.add_argument(
+        "--idle-budget", type=float, default=3.0, help="seconds of imagination per idle gap"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@dataclass
+class Subject:
+    """One person's stream: per class, training items and held-out items."""
+
+    name: str
+    dataset: str
+    full_frames: bool
+    classes: list[str]
+    train: dict[str, list[np.ndarray]]
+    test: dict[str, list[np.ndarray]]
+
+
+@dataclass
+class Curves:
+    """F1 after each learned class, for one subject and one runtime."""
+
+    seen: list[float] = field(default_factory=list)
+    all: list[float] = field(default_factory=list)
+
+
+def jaffe_subjects(data: FaceDataset, count: int) -> list[Subject]:
+    """JAFFE subjects with all seven classes; one photo per class held out (the last by id)."""
+    names = sorted(set(data.subjects.tolist()))[:count]
+    out = []
+    for name in names:
+        rows = np.flatnonzero(data.subjects == name)
+        classes = [c for c in BASIC_EXPRESSIONS if c in set(data.labels[rows].tolist())]
+        train, test = {}, {}
+        for label in classes:
+            picked = rows[data.labels[rows] == label]
+            picked = picked[np.argsort(data.ids[picked])]
+            train[label] = [data.images[i] for i in picked[:-1]]
+            test[label] = [data.images[picked[-1]]]
+        out.append(Subject(f"jaffe-{name}", "JAFFE", True, classes, train, test))
+    return out
+
+
+def ck_subjects(data: FaceDataset, count: int) -> list[Subject]:
+    """CK+ subjects with the most basic classes; the last frame of each sequence held out."""
+    basic = np.isin(data.labels, BASIC_EXPRESSIONS)
+    n_classes = {
+        name: len(set(data.labels[(data.subjects == name) & basic].tolist()))
+        for name in set(data.subjects.tolist())
+    }
+    names = sorted(n_classes, key=lambda name: (-n_classes[name], name))[:count]
+    out = []
+    for name in names:
+        rows = np.flatnonzero((data.subjects == name) & basic)
+        classes = [c for c in BASIC_EXPRESSIONS if c in set(data.labels[rows].tolist())]
+        train, test = {}, {}
+        for label in classes:
+            picked = rows[data.labels[rows] == label]
+            picked = picked[np.lexsort((data.frames[picked], data.sequences[picked]))]
+            train[label] = [data.images[i] for i in picked[:-1]]
+            test[label] = [data.images[picked[-1]]]
+        out.append(Subject(f"ck-{name}", "CK+", False, classes, train, test))
+    return out
+
+
+def load_ck_frames(path: Path) -> FaceDataset:
+    """CK+ with its ``frames`` column (not part of the generic layout) attached."""
+    data = load_npz(path)
+    with np.load(path, allow_pickle=False) as archive:
+        frames = archive["frames"]
+    data.__dict__["frames"] = frames  # frozen dataclass: attach the extra column once
+    return data
+
+
+class SimClock:
+    """The idle timer's clock: real time plus simulated idle gaps (the demo cannot wait 10 s)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def skip(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def _feed(rt: ExpressionRuntime, subject: Subject, image: np.ndarray, label: str | None) -> str:
+    """One face through the runtime; the predicted label (``no-face`` if none was detected)."""
+    if subject.full_frames:
+        results = rt.process_frame(image, person_id=subject.name, label=label)
+        return results[0].label if results else NO_FACE
+    return rt.process_face(image, person_id=subject.name, label=label).label
+
+
+def _macro_f1(truth: list[str], predicted: list[str], classes: list[str]) -> float:
+    return float(f1_score(truth, predicted, labels=classes, average="macro", zero_division=0.0))
+
+
+def evaluate(rt: ExpressionRuntime, subject: Subject, seen: list[str]) -> tuple[float, float]:
+    """Macro F1 on the held-out faces of the seen classes and of all the subject's classes."""
+    truth, predicted = [], []
+    for label in subject.classes:
+        for image in subject.test[label]:
+            truth.append(label)
+            predicted.append(_feed(rt, subject, image, None))
+    seen_rows = [i for i, label in enumerate(truth) if label in seen]
+    f1_seen = _macro_f1(
+        [truth[i] for i in seen_rows], [predicted[i] for i in seen_rows], list(seen)
+    )
+    return f1_seen, _macro_f1(truth, predicted, subject.classes)
+
+
+def ensure_fallback(config: RuntimeConfig, encoder: Any, out: Path) -> FallbackClassifier | None:
+    """The bundled fallback if it matches the encoder, else one built now into ``out``."""
+    from clifer_edge.apps.build_fallback import build_fallback
+    from clifer_edge.runtime.fallback import file_sha256
+    from clifer_edge.runtime.runtime import model_paths
+
+    sha = file_sha256(getattr(encoder, "path", None) or model_paths(config)[0])
+    for path in (fallback_path(config), out / "fallback_means.npz"):
+        try:
+            return FallbackClassifier.load(path, encoder_sha256=sha)
+        except FallbackError:
+            continue
+    print("building the fallback classifier for new persons (FER2013 class means) ...")
+    try:
+        fallback, scores = build_fallback(config, per_class=300, encoder=encoder)
+    except DatasetError as error:
+        print(f"  no FER2013 ({error}); new persons answer 'unknown'")
+        return None
+    fallback.save(out / "fallback_means.npz")
+    print(f"  FER2013 PublicTest accuracy {scores['accuracy']:.3f} (chance 0.143)")
+    return fallback
+
+
+def imagined_grid(
+    rt: ExpressionRuntime, subjects: list[Subject], path: Path, rows_per_subject: int = 2
+) -> int:
+    """Decode a few episodic prototypes of each subject under every expression; save a PNG grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vocabulary = [str(c) for c in rt.generator.metadata.vocabulary]
+    rows: list[tuple[str, str, np.ndarray]] = []
+    for subject in subjects:
+        state = rt.persons.get(subject.name)
+        prototypes, labels = rt.scheduler.real_prototypes(state)
+        for index in np.linspace(0, len(labels) - 1, num=min(rows_per_subject, len(labels))):
+            i = int(np.rint(index))
+            rows.append((subject.name, labels[i], prototypes[i]))
+    if not rows:
+        return 0
+    z = np.repeat(np.stack([row[2] for row in rows]), len(vocabulary), axis=0)
+    faces = rt.generator.generate(np.clip(z, -1, 1), vocabulary * len(rows))
+    images = to_uint8(faces)[..., 0] if faces.shape[-1] == 1 else to_uint8(faces)
+    fig, axes = plt.subplots(
+        len(rows), len(vocabulary), figsize=(1.3 * len(vocabulary), 1.4 * len(rows)), squeeze=False
+    )
+    for r, (name, source, _) in enumerate(rows):
+        for c, target in enumerate(vocabulary):
+            ax = axes[r, c]
+            ax.imshow(images[r * len(vocabulary) + c], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(target, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{name}\n({source})", fontsize=7)
+            if target == source:
+                for spine in ax.spines.values():
+                    spine.set_color("tab:green")
+                    spine.set_linewidth(2)
+    fig.suptitle("G(prototype, expression): green = the expression the person showed", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return len(rows)
+
+
+def plot_curves(subjects: list[Subject], curves: dict[str, dict[str, Curves]], path: Path) -> None:
+    """F1 as classes are learned, mean over the subjects of each data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({s.dataset for s in subjects})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        names = [s.name for s in subjects if s.dataset == dataset]
+        for mode, style in (("imagination", "-"), ("no imagination", "--")):
+            for part, color in (("all", "tab:blue"), ("seen", "tab:orange")):
+                series = [getattr(curves[mode][name], part) for name in names]
+                length = max(len(s) for s in series)
+                mean = [np.mean([s[k] for s in series if len(s) > k]) for k in range(length)]
+                ax.plot(
+                    range(1, length + 1),
+                    mean,
+                    style,
+                    color=color,
+                    marker="o",
+                    label=f"{part} classes, {mode}",
+                )
+        ax.set_title(f"{dataset}: mean over {len(names)} subjects")
+        ax.set_xlabel("classes learned")
+        ax.set_ylabel("macro F1 (held-out faces)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    config = load_config(args.config)
+    encoder, generator = load_models(config)
+    fallback = ensure_fallback(config, encoder, out)
+
+    subjects = jaffe_subjects(load_npz(data_dir / "jaffe.npz"), args.jaffe_subjects)
+    subjects += ck_subjects(load_ck_frames(data_dir / "ckplus48.npz"), args.ck_subjects)
+    clock = SimClock()
+    runtimes: dict[str, ExpressionRuntime] = {}
+    for mode, enabled in (("imagination", True), ("no imagination", False)):
+        memory_dir = out / "memories" / mode.replace(" ", "-")
+        if memory_dir.exists():
+            shutil.rmtree(memory_dir)  # the demo's own memories from a previous run
+        runtimes[mode] = ExpressionRuntime(
+            config.replace(memory={"directory": str(memory_dir)}, imagination={"enabled": enabled}),
+            encoder=encoder,
+            generator=generator,
+            fallback=fallback,
+            clock=clock,
+        )
+    curves = {mode: {s.name: Curves() for s in subjects} for mode in runtimes}
+    before = {}
+    imagination_s = {s.name: 0.0 for s in subjects}
+    n_steps = max(len(s.classes) for s in subjects)
+    total = sum(
+        2 * (sum(len(v) for v in s.train.values()) + (len(s.classes) + 1) * len(s.classes))
+        for s in subjects
+    )
+    with tqdm(total=total, desc="faces", unit="face") as progress:
+        for subject in subjects:  # before learning: the fallback answers
+            _, before[subject.name] = evaluate(runtimes["imagination"], subject, [])
+            evaluate(runtimes["no imagination"], subject, [])
+            progress.update(2 * len(subject.classes))
+        for step in range(n_steps):
+            for subject in subjects:
+                if step >= len(subject.classes):
+                    continue
+                label = subject.classes[step]
+                seen = subject.classes[: step + 1]
+                for mode, rt in runtimes.items():
+                    for image in subject.train[label]:
+                        _feed(rt, subject, image, label)
+                        progress.update(1)
+                    # The person leaves: an idle gap, in which imagination may run.
+                    clock.skip(config.imagination.idle_timeout_s + 1.0)
+                    deadline = time.perf_counter() + args.idle_budget
+                    while time.perf_counter() < deadline:
+                        report = rt.imagine(min(0.5, args.idle_budget))
+                        if report is None or report.done:
+                            break
+                    if mode == "imagination":
+                        imagination_s[subject.name] = rt.stats()["imagination"]["seconds"]
+                    f1_seen, f1_all = evaluate(rt, subject, seen)
+                    curves[mode][subject.name].seen.append(f1_seen)
+                    curves[mode][subject.name].all.append(f1_all)
+                    progress.update(len(subject.classes))
+
+    grid_rows = imagined_grid(runtimes["imagination"], subjects, out / "imagined.png")
+    plot_curves(subjects, curves, out / "f1_curves.png")
+    stats = {mode: rt.stats() for mode, rt in runtimes.items()}
+    for rt in runtimes.values():
+        rt.close()
+    results = _table(subjects, curves, before, imagination_s)
+    elapsed = time.perf_counter() - started
+    timings = stats["imagination"]["timings"]
+    summary = {
+        "subjects": results,
+        "seconds": round(elapsed, 1),
+        "timings_ms_per_face": {k: v["mean_ms"] for k, v in timings.items()},
+        "imagined_latents": stats["imagination"]["imagination"]["latents"],
+        "fallback_publictest_accuracy": fallback.info.get("publictest_accuracy")
+        if fallback is not None
+        else None,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    print(
+        "\ntimings (ms per face): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in summary["timings_ms_per_face"].items())
+    )
+    print(
+        f"imagined {summary['imagined_latents']} latents; wrote {out / 'f1_curves.png'}, "
+        f"{out / 'imagined.png'} ({grid_rows} prototypes), {out / 'results.json'}; "
+        f"total {elapsed:.0f} s"
+    )
+    return 0
+
+
+def _table(
+    subjects: list[Subject],
+    curves: dict[str, dict[str, Curves]],
+    before: dict[str, float],
+    imagination_s: dict[str, float],
+) -> list[dict[str, Any]]:
+    """Print the per-person table and return its rows."""
+    header = (
+        f"{'person':<13}{'data':<6}{'cls':>4}{'fallback':>9}"
+        f"{'seen F1':>9}{'+imag':>7}{'all F1':>8}{'+imag':>7}{'unseen gain':>12}{'imag s':>8}"
+    )
+    print("\nmacro F1 on held-out faces, mean over the steps of class-incremental learning")
+    print(
+        "(seen = classes taught so far; all = all the person's classes; +imag = with imagination)"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for subject in subjects:
+        plain, imag = curves["no imagination"][subject.name], curves["imagination"][subject.name]
+        row = {
+            "person": subject.name,
+            "dataset": subject.dataset,
+            "classes": len(subject.classes),
+            "fallback_f1_all": before[subject.name],
+            "f1_seen": float(np.mean(plain.seen)),
+            "f1_seen_imagination": float(np.mean(imag.seen)),
+            "f1_all": float(np.mean(plain.all)),
+            "f1_all_imagination": float(np.mean(imag.all)),
+            "imagination_s": imagination_s[subject.name],
+            "curve_all": plain.all,
+            "curve_all_imagination": imag.all,
+        }
+        rows.append(row)
+        print(_format_row(row))
+    for dataset in sorted({s.dataset for s in subjects}):
+        group = [r for r in rows if r["dataset"] == dataset]
+        mean = {
+            key: float(np.mean([r[key] for r in group]))
+            for key in group[0]
+            if isinstance(group[0][key], float)
+        }
+        print(_format_row({"person": f"mean {dataset}", "dataset": "", "classes": "", **mean}))
+    return rows
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    gain = row["f1_all_imagination"] - row["f1_all"]
+    return (
+        f"{row['person']:<13}{row['dataset']:<6}{row['classes']!s:>4}"
+        f"{row['fallback_f1_all']:>9.3f}{row['f1_seen']:>9.3f}{row['f1_seen_imagination']:>7.3f}"
+        f"{row['f1_all']:>8.3f}{row['f1_all_imagination']:>7.3f}{gain:>+12.3f}"
+        f"{row['imagination_s']:>8.2f}"
+    )
