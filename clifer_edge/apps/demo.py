@@ -142,6 +142,8 @@ def _feed(rt: ExpressionRuntime, subject: Subject, image: np.ndarray, label: str
 
 
 def _macro_f1(truth: list[str], predicted: list[str], classes: list[str]) -> float:
+    if not truth:
+        return float("nan")
     return float(f1_score(truth, predicted, labels=classes, average="macro", zero_division=0.0))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ class FallbackClassifier:
                 labels = [str(x) for x in archive["labels"]]
                 variance = float(archive["variance"])
                 info = json.loads(str(archive["info"]))
-        except (OSError, ValueError, KeyError, EOFError) as error:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise FallbackError(f"fallback file {path}: cannot read it ({error})") from None
         if means.ndim != 2 or means.shape[0] != len(labels):
             raise FallbackError(f"fallback file {path}: means of shape {means.shape} do not match")

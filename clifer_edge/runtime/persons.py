@@ -35,6 +35,7 @@ import os
 import re
 import tempfile
 import time
+import zipfile
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -251,7 +252,7 @@ class PersonStore:
         if memory_path.exists():
             try:
                 state.memory = GrowingDualMemory.load(memory_path)
-            except (ValueError, OSError, EOFError, KeyError) as error:
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
                 # MemoryFileError is a ValueError; OSError covers unreadable files.
                 self._quarantine(memory_path, error)
                 state.memory = self.memory_factory(person_id)
@@ -291,7 +292,7 @@ class PersonStore:
                 raise ValueError(
                     f"record format {meta.get('format')} is newer than {PERSON_FORMAT}"
                 )
-        except (ValueError, OSError, EOFError, KeyError, TypeError) as error:
+        except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
             if quarantine:
                 self._quarantine(path, error)
             return None

@@ -1,0 +1,203 @@
+"""Imagination: imagined latents, the idle scheduler (preemption, memory of work done), and
+whether imagining improves recognition of expressions a CK+ subject has not shown yet."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from runtime_support import ck_subjects, default_models, learn_classes, make_runtime
+from sklearn.metrics import f1_score
+
+from clifer_edge.runtime.imagination import imagine_latents
+
+
+@pytest.fixture(scope="module")
+def models():
+    return default_models()
+
+
+@pytest.fixture(scope="module")
+def subjects(data_dir):
+    return ck_subjects(data_dir, min_classes=4)
+
+
+class SlowGenerator:
+    """The real generator made as slow as a small board, so preemption is measurable here."""
+
+    def __init__(self, generator, seconds_per_call: float) -> None:
+        self.generator = generator
+        self.metadata = generator.metadata
+        self.seconds_per_call = seconds_per_call
+
+    def generate(self, z, expressions):
+        time.sleep(self.seconds_per_call)
+        return self.generator.generate(z, expressions)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_imagine_latents_every_other_expression(models, subjects):
+    encoder, generator = models
+    faces = np.stack([subjects[0].test(label) for label in subjects[0].classes[:2]])
+    from clifer_edge.preprocessing import preprocess_faces
+
+    meta = encoder.metadata
+    z = encoder.encode(preprocess_faces(faces, meta.image_size, meta.channels))
+    latents, labels = imagine_latents(z, encoder, generator, subjects[0].classes[:2])
+    vocabulary = list(meta.vocabulary)
+    assert latents.shape == (2 * (len(vocabulary) - 1), meta.z_dim)
+    assert latents.dtype == np.float32 and np.all(np.abs(latents) <= 1.0 + 1e-6)
+    assert labels[: len(vocabulary) - 1] == [c for c in vocabulary if c != subjects[0].classes[0]]
+    some, labels = imagine_latents(z, encoder, generator, ["neutral", "neutral"], ["anger"])
+    assert labels == ["anger", "anger"] and some.shape == (2, meta.z_dim)
+    with pytest.raises(ValueError, match="not in the generator vocabulary"):
+        imagine_latents(z, encoder, generator, ["neutral"] * 2, ["contempt"])
+    with pytest.raises(ValueError, match="source labels"):
+        imagine_latents(z, encoder, generator, ["neutral"])
+
+
+def test_imagination_runs_only_when_idle(tmp_path, models, subjects):
+    clock = FakeClock()
+    encoder, generator = models
+    from clifer_edge.runtime import ExpressionRuntime, load_config
+
+    config = load_config(None).replace(
+        memory={"directory": str(tmp_path)}, imagination={"idle_timeout_s": 10.0}
+    )
+    rt = ExpressionRuntime(config, encoder=encoder, generator=generator, clock=clock)
+    learn_classes(rt, subjects[0], subjects[0].classes[:2])
+    assert rt.imagine(1.0) is None  # a face was just seen
+    clock.now += 9.0
+    assert rt.imagine(1.0) is None
+    clock.now += 1.5
+    report = rt.imagine(30.0)
+    assert report is not None and report.latents > 0 and report.done and not report.preempted
+    # It remembers what it imagined: a second idle period has nothing left to do.
+    again = rt.imagine(30.0)
+    assert again is not None and again.latents == 0 and again.done
+    # A new labelled episode brings new prototypes to imagine.
+    learn_classes(rt, subjects[0], subjects[0].classes[2:3])
+    clock.now += 11.0
+    assert rt.imagine(30.0).latents > 0
+    # The external signal: busy stops it, idle allows it before the timeout.
+    rt.set_idle(False)
+    assert rt.imagine(1.0) is None
+    rt.set_idle(True)
+    assert rt.imagine(1.0) is not None
+    rt.process_face(subjects[0].test(subjects[0].classes[0]), person_id=subjects[0].name)
+    assert rt.imagine(1.0) is None  # a face ends the external idle period too
+
+
+def test_disabled_imagination_never_runs(tmp_path, models, subjects):
+    rt = make_runtime(tmp_path, models, imagination={"enabled": False})
+    learn_classes(rt, subjects[0], subjects[0].classes[:2])
+    rt.set_idle(True)
+    assert rt.imagine(1.0) is None
+
+
+def test_a_face_preempts_imagination_at_once(tmp_path, models, subjects):
+    encoder, generator = models
+    from clifer_edge.runtime import ExpressionRuntime, load_config
+
+    seconds_per_call = 0.05
+    config = load_config(None).replace(
+        memory={"directory": str(tmp_path)}, imagination={"chunk_prototypes": 1}
+    )
+    rt = ExpressionRuntime(
+        config, encoder=encoder, generator=SlowGenerator(generator, seconds_per_call)
+    )
+    for subject in subjects[:3]:
+        learn_classes(rt, subject, subject.classes)
+    work = sum(len(rt.scheduler.pending(state)[1]) for state in rt.persons.resident())
+    assert work >= 10  # >= 0.5 s of imagination ahead
+    rt.set_idle(True)
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(rt.imagine(60.0)))
+    worker.start()
+    while rt.scheduler.total_latents == 0 and not any(s.n_imagined for s in rt.persons.resident()):
+        time.sleep(0.005)
+    face = subjects[0].test(subjects[0].classes[0])
+    start = time.perf_counter()
+    result = rt.process_face(face, person_id=subjects[0].name)
+    face_latency = time.perf_counter() - start
+    worker.join(timeout=30)
+    stopped_after = time.perf_counter() - start
+    assert not worker.is_alive()
+    (report,) = reports
+    print(
+        f"\npreemption: face answered after {1000 * face_latency:.1f} ms, imagination stopped "
+        f"after {1000 * stopped_after:.1f} ms ({report.chunks} of {work} chunks done, "
+        f"{1000 * seconds_per_call:.0f} ms per generator call)"
+    )
+    assert result.memory == "episodic"
+    assert report.preempted and not report.done
+    assert report.chunks < work
+    # One step at most: far less than the remaining work (>= 0.5 s).
+    assert stopped_after < 0.5 * work * seconds_per_call
+    assert not rt.is_idle()
+
+
+def _unseen_f1(rt, subject, seen: list[str]) -> tuple[float, float]:
+    """Macro F1 over all the subject's classes, and over its unseen classes only."""
+    truth = list(subject.classes)
+    predicted = [rt.process_face(subject.test(c), person_id=subject.name).label for c in truth]
+    unseen = [c for c in subject.classes if c not in seen]
+    return (
+        float(f1_score(truth, predicted, labels=truth, average="macro", zero_division=0.0)),
+        float(f1_score(truth, predicted, labels=unseen, average="macro", zero_division=0.0)),
+    )
+
+
+def _imagination_effect(tmp_path, models, subjects, n_seen: int) -> dict[str, np.ndarray]:
+    figures = {key: [] for key in ("all", "all_imagined", "unseen", "unseen_imagined")}
+    for i, subject in enumerate(subjects):
+        seen = subject.classes[:n_seen]
+        plain = make_runtime(tmp_path / f"plain{i}", models, imagination={"enabled": False})
+        imagining = make_runtime(tmp_path / f"imag{i}", models)
+        for rt in (plain, imagining):
+            learn_classes(rt, subject, seen)
+        imagining.set_idle(True)
+        report = imagining.imagine(60.0)
+        assert report.done and report.latents > 0
+        known = imagining.persons.get(subject.name).memory.labels_
+        assert set(subject.classes) <= set(known)  # it can now name unseen expressions
+        assert set(plain.persons.get(subject.name).memory.labels_) == set(seen)
+        f1_all, f1_unseen = _unseen_f1(plain, subject, seen)
+        g1_all, g1_unseen = _unseen_f1(imagining, subject, seen)
+        assert f1_unseen == 0.0  # without imagination an unseen class can never be named
+        for key, value in zip(figures, (f1_all, g1_all, f1_unseen, g1_unseen), strict=True):
+            figures[key].append(value)
+        print(
+            f"{subject.name}: seen {seen}; all-class F1 {f1_all:.3f} -> {g1_all:.3f} "
+            f"with imagination; unseen-class F1 {f1_unseen:.3f} -> {g1_unseen:.3f}"
+        )
+    result = {key: np.array(value) for key, value in figures.items()}
+    print(
+        f"mean over {len(subjects)} CK+ subjects: all-class F1 {result['all'].mean():.3f} -> "
+        f"{result['all_imagined'].mean():.3f}, unseen-class F1 {result['unseen'].mean():.3f} -> "
+        f"{result['unseen_imagined'].mean():.3f}"
+    )
+    return result
+
+
+def test_imagination_on_ck_subjects_small(tmp_path, models, subjects):
+    """Two classes taught, the rest imagined, on 6 CK+ subjects (figures printed, see -s)."""
+    print()
+    _imagination_effect(tmp_path, models, subjects[:6], n_seen=2)
+
+
+@pytest.mark.slow
+def test_imagination_on_all_ck_subjects(tmp_path, models, subjects):
+    """All CK+ subjects with >= 4 basic classes; asserts imagination names some unseen class."""
+    print()
+    figures = _imagination_effect(tmp_path, models, subjects, n_seen=2)
+    assert figures["unseen_imagined"].mean() > figures["unseen"].mean()
