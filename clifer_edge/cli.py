@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gdm-demo": ("clifer_edge.apps.gdm_demo", "GDM on real faces (PCA features), per subject"),
     "demo": ("clifer_edge.apps.demo", "the main job: real faces through the learning runtime"),
     "run": ("clifer_edge.apps.run", "recognise (and learn) faces from a video, camera or images"),
-    "build-fallback": ("clifer_edge.apps.build_fallback", "fallback classifier for new persons"),
+    "calibrate": ("clifer_edge.apps.calibrate", "calibrate the memories' latent space + fallback"),
 }
 
 

@@ -124,25 +124,41 @@ def test_full_frame_is_detected_then_learned(tmp_path, models, jaffe):
 
 
 def test_new_person_gets_the_fallback_then_their_own_memory(tmp_path, models, subjects):
-    from clifer_edge.apps.build_fallback import build_fallback
-
     rt = make_runtime(tmp_path, models)
-    fallback, scores = build_fallback(rt.config, "fer2013.npz", per_class=30, encoder=models[0])
-    print(f"\nfallback (30 faces/class): FER2013 PublicTest accuracy {scores['accuracy']:.3f}")
-    rt.fallback = fallback
+    info = rt.calibration.info
+    print(f"\nfallback: FER2013 PublicTest accuracy {info.get('publictest_accuracy')}")
     subject = subjects[1]
     first = rt.process_face(subject.test(subject.classes[0]), person_id=subject.name)
     assert first.memory == "fallback"
-    assert set(first.scores) == set(fallback.labels)
+    assert set(first.scores) == set(rt.calibration.labels)
+    assert abs(sum(first.scores.values()) - 1.0) < 1e-4
     learn_classes(rt, subject, subject.classes[:1])
     assert rt.process_face(subject.test(subject.classes[0]), subject.name).memory == "episodic"
 
 
-def test_unknown_without_fallback(tmp_path, models, subjects):
-    rt = make_runtime(tmp_path, models)
-    rt.fallback = None
-    result = rt.process_face(subjects[0].test(subjects[0].classes[0]), person_id="new")
-    assert (result.label, result.memory, result.confidence) == ("unknown", "fallback", 0.0)
+def test_bundled_calibration_belongs_to_the_bundled_encoder(models):
+    from clifer_edge.runtime.calibration import LatentCalibration, file_sha256
+    from clifer_edge.runtime.runtime import calibration_path, encoder_file
+
+    config = load_config(None)
+    sha = file_sha256(encoder_file(models[0], config))
+    calibration = LatentCalibration.load(calibration_path(config), encoder_sha256=sha)
+    assert calibration.z_dim == models[0].metadata.z_dim
+    assert calibration.info["publictest_accuracy"] > 1.0 / len(calibration.labels)
+
+
+def test_calibration_of_another_encoder_is_refused(tmp_path, models):
+    from clifer_edge.runtime.calibration import CalibrationError, LatentCalibration
+    from clifer_edge.runtime.runtime import calibration_path
+
+    calibration = LatentCalibration.load(calibration_path(load_config(None)))
+    calibration.info["encoder_sha256"] = "0" * 64
+    calibration.save(tmp_path / "other.npz")
+    with pytest.raises(CalibrationError, match="another encoder"):
+        LatentCalibration.load(tmp_path / "other.npz", encoder_sha256="1" * 64)
+    (tmp_path / "damaged.npz").write_bytes(b"not a calibration")
+    with pytest.raises(CalibrationError, match="cannot read"):
+        LatentCalibration.load(tmp_path / "damaged.npz")
 
 
 def test_teach_a_brand_new_label_from_recent_faces(tmp_path, models, subjects):

@@ -27,12 +27,11 @@ import numpy as np
 from sklearn.metrics import f1_score
 from tqdm import tqdm
 
-from clifer_edge.datasets import DatasetError, FaceDataset, default_data_dir, load_npz
+from clifer_edge.datasets import FaceDataset, default_data_dir, load_npz
 from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.preprocessing import to_uint8
-from clifer_edge.runtime.config import RuntimeConfig, load_config
-from clifer_edge.runtime.fallback import FallbackClassifier, FallbackError
-from clifer_edge.runtime.runtime import ExpressionRuntime, fallback_path, load_models
+from clifer_edge.runtime.config import load_config
+from clifer_edge.runtime.runtime import ExpressionRuntime, find_calibration, load_models
 
 logger = logging.getLogger(__name__)
 
@@ -161,29 +160,6 @@ def evaluate(rt: ExpressionRuntime, subject: Subject, seen: list[str]) -> tuple[
     return f1_seen, _macro_f1(truth, predicted, subject.classes)
 
 
-def ensure_fallback(config: RuntimeConfig, encoder: Any, out: Path) -> FallbackClassifier | None:
-    """The bundled fallback if it matches the encoder, else one built now into ``out``."""
-    from clifer_edge.apps.build_fallback import build_fallback
-    from clifer_edge.runtime.fallback import file_sha256
-    from clifer_edge.runtime.runtime import model_paths
-
-    sha = file_sha256(getattr(encoder, "path", None) or model_paths(config)[0])
-    for path in (fallback_path(config), out / "fallback_means.npz"):
-        try:
-            return FallbackClassifier.load(path, encoder_sha256=sha)
-        except FallbackError:
-            continue
-    print("building the fallback classifier for new persons (FER2013 class means) ...")
-    try:
-        fallback, scores = build_fallback(config, per_class=300, encoder=encoder)
-    except DatasetError as error:
-        print(f"  no FER2013 ({error}); new persons answer 'unknown'")
-        return None
-    fallback.save(out / "fallback_means.npz")
-    print(f"  FER2013 PublicTest accuracy {scores['accuracy']:.3f} (chance 0.143)")
-    return fallback
-
-
 def imagined_grid(
     rt: ExpressionRuntime, subjects: list[Subject], path: Path, rows_per_subject: int = 2
 ) -> int:
@@ -203,8 +179,8 @@ def imagined_grid(
             rows.append((subject.name, labels[i], prototypes[i]))
     if not rows:
         return 0
-    z = np.repeat(np.stack([row[2] for row in rows]), len(vocabulary), axis=0)
-    faces = rt.generator.generate(np.clip(z, -1, 1), vocabulary * len(rows))
+    z = rt.calibration.to_latent(np.stack([row[2] for row in rows]))
+    faces = rt.generator.generate(np.repeat(z, len(vocabulary), axis=0), vocabulary * len(rows))
     images = to_uint8(faces)[..., 0] if faces.shape[-1] == 1 else to_uint8(faces)
     fig, axes = plt.subplots(
         len(rows), len(vocabulary), figsize=(1.3 * len(vocabulary), 1.4 * len(rows)), squeeze=False
@@ -273,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     config = load_config(args.config)
     encoder, generator = load_models(config)
-    fallback = ensure_fallback(config, encoder, out)
+    calibration = find_calibration(config, encoder, cache_dir=out)
 
     subjects = jaffe_subjects(load_npz(data_dir / "jaffe.npz"), args.jaffe_subjects)
     subjects += ck_subjects(load_ck_frames(data_dir / "ckplus48.npz"), args.ck_subjects)
@@ -287,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             config.replace(memory={"directory": str(memory_dir)}, imagination={"enabled": enabled}),
             encoder=encoder,
             generator=generator,
-            fallback=fallback,
+            calibration=calibration,
             clock=clock,
         )
     curves = {mode: {s.name: Curves() for s in subjects} for mode in runtimes}
@@ -340,9 +316,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 1),
         "timings_ms_per_face": {k: v["mean_ms"] for k, v in timings.items()},
         "imagined_latents": stats["imagination"]["imagination"]["latents"],
-        "fallback_publictest_accuracy": fallback.info.get("publictest_accuracy")
-        if fallback is not None
-        else None,
+        "fallback_publictest_accuracy": calibration.info.get("publictest_accuracy"),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     print(

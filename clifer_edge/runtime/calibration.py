@@ -1,13 +1,23 @@
-"""The person-independent classifier that answers for persons the robot has not learned yet.
+"""Latent calibration: where the memories work, and who answers for a person not learned yet.
 
-A new person's memory is empty, so something generic must answer until the first labelled episode.
-We use the simplest classifier that lives in the encoder's own latent space and needs no extra
-model: the **nearest class mean** of FER2013 training latents, with a shared isotropic Gaussian per
-class turned into scores (softmax of ``-distance² / 2σ²``). It costs one ``(7, z_dim)`` array, is
-computed once per encoder (``clifer-edge build-fallback``) and stored beside the models with the
-encoder file's SHA-256, so a fallback built for another encoder is refused instead of silently
-giving nonsense. It is weak (a population average, exactly what CLIFER's per-person memories
-improve on): its accuracy on FER2013 PublicTest is stored in the file and printed by the command.
+Two things depend on the statistics of the encoder's latents over many faces, so they are computed
+together, once per encoder, from FER2013 (``clifer-edge calibrate``) and stored in one small file
+beside the models, tied to the encoder file by SHA-256 (a calibration of another encoder is refused
+rather than silently misused):
+
+- **Standardisation for the memories.** The GDM grows a node when a face's activation
+  ``exp(-distance)`` to its best-matching node falls below a fixed threshold, so distances must sit
+  on a known scale whatever the encoder. A freshly trained encoder's latents may span only a few
+  hundredths per dimension, which leaves the memories at two nodes. The memories therefore see
+  latents standardised with the FER2013 mean and standard deviation of each dimension (measured on
+  CK+ with the default models: one person's frames of one expression lie ~1-3 apart, different
+  expressions ~4-7, so new expressions get new nodes). Imagination maps prototypes back with
+  :meth:`LatentCalibration.to_latent` before the generator sees them.
+- **The person-independent fallback.** A new person's memory is empty, so a generic classifier
+  answers until the first labelled episode: the nearest FER2013 class mean in the standardised
+  space, with a shared isotropic Gaussian per class turned into scores (softmax of
+  ``-distance² / 2σ²``). It is weak (a population average, what CLIFER's per-person memories improve
+  on); its FER2013 PublicTest accuracy is stored in the file and printed by the command.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,13 +34,16 @@ import numpy as np
 
 from clifer_edge.labels import BASIC_EXPRESSIONS
 
+#: Smallest standard deviation used per latent dimension (guards constant dimensions).
+MIN_STD = 1e-3
 
-class FallbackError(ValueError):
-    """The fallback file is missing, damaged, or was built for another encoder."""
+
+class CalibrationError(ValueError):
+    """The calibration file is missing, damaged, or was built for another encoder."""
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file (to tie a fallback to the encoder it was built with)."""
+    """SHA-256 of a file (ties a calibration to the encoder it was built with)."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -37,99 +51,223 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-class FallbackClassifier:
-    """Nearest class mean with Gaussian scores.
+class LatentCalibration:
+    """Standardisation of encoder latents and the nearest-class-mean fallback classifier.
 
     Parameters
     ----------
-    means : ndarray of shape (n_classes, z_dim)
-    labels : sequence of str
+    mean, std : ndarray of shape (z_dim,)
+        Per-dimension statistics of encoder latents on the calibration faces.
+    class_means : ndarray of shape (n_classes, z_dim)
+        Class means in the standardised space.
+    labels : list of str
+        Class of each row of ``class_means``.
     variance : float
-        Shared per-dimension variance σ² of latents around their class mean.
+        Shared per-dimension variance σ² around the class means (standardised space).
     info : dict
-        Provenance (encoder hash, data, accuracy), saved with the means.
+        Provenance: encoder SHA-256, data file, sample sizes, PublicTest accuracy.
     """
 
     def __init__(
-        self, means: np.ndarray, labels: list[str], variance: float, info: dict[str, Any]
+        self,
+        mean: np.ndarray,
+        std: np.ndarray,
+        class_means: np.ndarray,
+        labels: list[str],
+        variance: float,
+        info: dict[str, Any],
     ) -> None:
-        self.means = np.asarray(means, dtype=np.float32)
-        self.labels = list(labels)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.maximum(np.asarray(std, dtype=np.float32), MIN_STD)
+        self.class_means = np.asarray(class_means, dtype=np.float32)
+        self.labels = [str(label) for label in labels]
         self.variance = float(variance)
         self.info = dict(info)
 
+    @property
+    def z_dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    # -- the memories' space -----------------------------------------------------------------
+    def to_memory(self, latents: np.ndarray) -> np.ndarray:
+        """Encoder latents -> the standardised space the memories learn in."""
+        return ((np.asarray(latents, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def to_latent(self, points: np.ndarray) -> np.ndarray:
+        """Memory-space points (e.g. episodic prototypes) -> encoder latents, clipped to [-1, 1]."""
+        latents = np.asarray(points, dtype=np.float32) * self.std + self.mean
+        return np.clip(latents, -1.0, 1.0).astype(np.float32)
+
+    # -- the fallback classifier -------------------------------------------------------------
     @classmethod
     def fit(
         cls, latents: np.ndarray, labels: np.ndarray, info: dict[str, Any] | None = None
-    ) -> FallbackClassifier:
-        """Class means and pooled variance of labelled latents (classes in the model vocabulary
-        order first)."""
+    ) -> LatentCalibration:
+        """Statistics, class means and pooled variance of labelled encoder latents."""
+        latents = np.asarray(latents, dtype=np.float32)
         labels = np.asarray(labels).astype(str)
+        mean, std = latents.mean(axis=0), np.maximum(latents.std(axis=0), MIN_STD)
+        points = (latents - mean) / std
         present = set(labels.tolist())
-        order = [c for c in BASIC_EXPRESSIONS if c in present]
-        order += sorted(present - set(order))
-        means = np.stack([latents[labels == c].mean(axis=0) for c in order])
-        residual = latents - means[[order.index(c) for c in labels]]
-        variance = float(np.mean(residual**2))
-        return cls(means, order, max(variance, 1e-6), info or {})
-
-    def predict_proba(self, latents: np.ndarray) -> np.ndarray:
-        """Scores of shape (n, n_classes), rows summing to 1."""
-        latents = np.atleast_2d(np.asarray(latents, dtype=np.float32))
-        sq = (
-            np.sum(latents**2, axis=1)[:, None]
-            - 2.0 * latents @ self.means.T
-            + np.sum(self.means**2, axis=1)[None, :]
+        order = [c for c in BASIC_EXPRESSIONS if c in present] + sorted(
+            present - set(BASIC_EXPRESSIONS)
         )
-        logits = -np.maximum(sq, 0.0) / (2.0 * self.variance * latents.shape[1])
+        class_means = np.stack([points[labels == c].mean(axis=0) for c in order])
+        residual = points - class_means[[order.index(c) for c in labels]]
+        variance = max(float(np.mean(residual**2)), 1e-6)
+        return cls(mean, std, class_means, order, variance, info or {})
+
+    def predict_proba(self, points: np.ndarray) -> np.ndarray:
+        """Fallback scores for memory-space points, shape (n, n_classes), rows summing to 1."""
+        points = np.atleast_2d(np.asarray(points, dtype=np.float32))
+        sq = (
+            np.sum(points**2, axis=1)[:, None]
+            - 2.0 * points @ self.class_means.T
+            + np.sum(self.class_means**2, axis=1)[None, :]
+        )
+        logits = -np.maximum(sq, 0.0) / (2.0 * self.variance)
         logits -= logits.max(axis=1, keepdims=True)
         scores = np.exp(logits)
         return scores / scores.sum(axis=1, keepdims=True)
 
-    def predict(self, latents: np.ndarray) -> list[str]:
-        """Nearest-mean labels."""
-        return [self.labels[i] for i in np.argmax(self.predict_proba(latents), axis=1)]
+    def predict(self, points: np.ndarray) -> list[str]:
+        """Nearest-class-mean labels for memory-space points."""
+        return [self.labels[i] for i in np.argmax(self.predict_proba(points), axis=1)]
 
+    # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fallback as a small npz (atomically)."""
+        """Write the calibration as a small npz, atomically."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as stream:
-            np.savez(
-                stream,
-                means=self.means,
-                labels=np.array(self.labels),
-                variance=np.array(self.variance),
-                info=np.array(json.dumps(self.info)),
-            )
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(
+                    stream,
+                    mean=self.mean,
+                    std=self.std,
+                    class_means=self.class_means,
+                    labels=np.array(self.labels),
+                    variance=np.array(self.variance),
+                    info=np.array(json.dumps(self.info)),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(
         cls, path: str | os.PathLike[str], encoder_sha256: str | None = None
-    ) -> FallbackClassifier:
-        """Read a fallback file, checking that it belongs to the given encoder file.
+    ) -> LatentCalibration:
+        """Read a calibration file, checking that it belongs to the given encoder file.
 
         Raises
         ------
-        FallbackError
+        CalibrationError
             If the file is missing or damaged, or was built for another encoder.
         """
         try:
             with np.load(path, allow_pickle=False) as archive:
-                means = archive["means"]
-                labels = [str(x) for x in archive["labels"]]
-                variance = float(archive["variance"])
-                info = json.loads(str(archive["info"]))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            raise FallbackError(f"fallback file {path}: cannot read it ({error})") from None
-        if means.ndim != 2 or means.shape[0] != len(labels):
-            raise FallbackError(f"fallback file {path}: means of shape {means.shape} do not match")
-        built_for = info.get("encoder_sha256")
-        if encoder_sha256 is not None and built_for != encoder_sha256:
-            raise FallbackError(
-                f"fallback file {path} was built for another encoder "
-                f"(sha256 {str(built_for)[:12]}, "
-                f"this one is {encoder_sha256[:12]}); run `clifer-edge build-fallback`"
+                arrays = {name: archive[name] for name in archive.files}
+            info = json.loads(str(arrays["info"]))
+            calibration = cls(
+                arrays["mean"],
+                arrays["std"],
+                arrays["class_means"],
+                [str(x) for x in arrays["labels"]],
+                float(arrays["variance"]),
+                info,
             )
-        return cls(means, labels, variance, info)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise CalibrationError(f"calibration file {path}: cannot read it ({error})") from None
+        shape = calibration.class_means.shape
+        if calibration.std.shape != calibration.mean.shape or shape != (
+            len(calibration.labels),
+            calibration.z_dim,
+        ):
+            raise CalibrationError(f"calibration file {path}: arrays of inconsistent shapes")
+        built_for = str(info.get("encoder_sha256"))
+        if encoder_sha256 is not None and built_for != encoder_sha256:
+            raise CalibrationError(
+                f"calibration file {path} was built for another encoder (sha256 "
+                f"{built_for[:12]}, this one is {encoder_sha256[:12]}); run `clifer-edge calibrate`"
+            )
+        return calibration
+
+
+def build_calibration(
+    encoder: Any,
+    encoder_path: str | os.PathLike[str],
+    data: str | os.PathLike[str] = "fer2013.npz",
+    per_class: int = 300,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[LatentCalibration, dict[str, float]]:
+    """Calibrate on a class-balanced FER2013 Training sample; score the fallback on PublicTest.
+
+    Returns
+    -------
+    calibration : LatentCalibration
+    scores : dict
+        ``accuracy`` and ``macro_f1`` of the fallback on a balanced PublicTest sample, ``n_test``.
+
+    Raises
+    ------
+    DatasetError
+        If the data file cannot be found or read.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from clifer_edge.datasets import load_npz
+
+    dataset = load_npz(data)
+    rng = np.random.default_rng(seed)
+    vocabulary = [str(name) for name in encoder.metadata.vocabulary]
+    splits = dataset.splits if dataset.splits is not None else np.full(len(dataset), "Training")
+    train_rows: list[int] = []
+    test_rows: list[int] = []
+    for label in vocabulary:
+        for split, count, rows_out in (
+            ("Training", per_class, train_rows),
+            ("PublicTest", max(per_class // 3, 1), test_rows),
+        ):
+            rows = np.flatnonzero((dataset.labels == label) & (splits == split))
+            rows_out.extend(rng.choice(rows, size=min(count, len(rows)), replace=False).tolist())
+    train = np.sort(np.asarray(train_rows, dtype=np.int64))
+    latents = _encode_all(encoder, dataset.images[train], "calibrate: encode FER2013", progress)
+    info = {
+        "encoder_sha256": file_sha256(encoder_path),
+        "data": Path(dataset.source).name,
+        "n_train": len(train),
+        "seed": seed,
+    }
+    calibration = LatentCalibration.fit(latents, dataset.labels[train], info)
+    scores: dict[str, float] = {"n_test": float(len(test_rows))}
+    if test_rows:
+        test = np.sort(np.asarray(test_rows, dtype=np.int64))
+        points = calibration.to_memory(
+            _encode_all(encoder, dataset.images[test], "calibrate: test", progress)
+        )
+        predicted = calibration.predict(points)
+        truth = dataset.labels[test]
+        scores["accuracy"] = float(accuracy_score(truth, predicted))
+        scores["macro_f1"] = float(f1_score(truth, predicted, average="macro", zero_division=0))
+        calibration.info.update({f"publictest_{k}": v for k, v in scores.items()})
+    return calibration, scores
+
+
+def _encode_all(encoder: Any, images: np.ndarray, desc: str, progress: bool) -> np.ndarray:
+    """Encode uint8 face crops in batches."""
+    from tqdm import tqdm
+
+    from clifer_edge.preprocessing import preprocess_faces
+
+    meta = encoder.metadata
+    batch = 64
+    out = []
+    steps = range(0, len(images), batch)
+    for begin in tqdm(steps, desc=desc, unit="batch", leave=False, disable=not progress):
+        faces = preprocess_faces(images[begin : begin + batch], meta.image_size, meta.channels)
+        out.append(np.asarray(encoder.encode(faces), dtype=np.float32))
+    return np.concatenate(out)

@@ -36,9 +36,10 @@ class ModelsConfig:
     num_threads: int = 1
     #: Expected model input side; ``None`` = from the metadata, a number is checked against it.
     image_size: int | None = None
-    #: Class means of encoder latents used as the person-independent fallback classifier;
-    #: ``None`` means ``<directory>/fallback_means_<variant>.npz``.
-    fallback_means: str | None = None
+    #: Latent calibration (standardisation for the memories + fallback classifier, see
+    #: :mod:`clifer_edge.runtime.calibration`); ``None`` means
+    #: ``<directory>/calibration_<variant>.npz``.
+    calibration: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,9 @@ class ImaginationConfig:
     chunk_prototypes: int = 4
     #: Mix RNAT pseudo-replay of what is already known into each imagined episode.
     replay: bool = True
-    #: A prototype that moved further than this (Euclidean, latent space) since it was imagined is
-    #: imagined again.
-    reimagine_distance: float = 0.25
+    #: A prototype that moved further than this (Euclidean, in the memories' standardised space)
+    #: since it was imagined is imagined again.
+    reimagine_distance: float = 0.5
 
 
 @dataclass(frozen=True)

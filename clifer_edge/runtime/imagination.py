@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from clifer_edge.labels import canonical_label
+from clifer_edge.runtime.calibration import LatentCalibration
 from clifer_edge.runtime.config import ImaginationConfig
 from clifer_edge.runtime.persons import PersonState
 
@@ -153,6 +154,8 @@ class ImaginationScheduler:
     ----------
     config : ImaginationConfig
     encoder, generator : Encoder, Generator
+    calibration : LatentCalibration
+        Maps the memories' standardised space to encoder latents and back.
     clock : callable() -> float
         Time source of the idle timer (seconds); a simulation may pass its own.
 
@@ -168,11 +171,13 @@ class ImaginationScheduler:
         config: ImaginationConfig,
         encoder: Any,
         generator: Any,
+        calibration: LatentCalibration,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.encoder = encoder
         self.generator = generator
+        self.calibration = calibration
         self.clock = clock
         self._activity = threading.Event()
         self._last_activity = clock()
@@ -316,14 +321,15 @@ class ImaginationScheduler:
     ) -> int:
         """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained)."""
         with lock:
-            faces, imagined_labels, _ = imagine_faces(prototypes, self.generator, labels)
+            latents = self.calibration.to_latent(prototypes)
+            faces, imagined_labels, _ = imagine_faces(latents, self.generator, labels)
         if self._activity.is_set():
             return -1
         if not imagined_labels:
             self._mark(state, prototypes, None)
             return 0
         with lock:
-            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
+            latents = self.calibration.to_memory(self.encoder.encode(faces))
         if self._activity.is_set():
             return -1
         with lock:

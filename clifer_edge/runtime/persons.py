@@ -392,12 +392,14 @@ def default_memory_factory(gdm: dict[str, Any], max_nodes: int) -> Callable[[str
 
 
 def _with_max_nodes(config_cls: Any, gdm: dict[str, Any], max_nodes: int) -> dict[str, Any]:
-    """Put the runtime's node bound into the GDM parameters unless they set one themselves."""
-    names = set(config_cls().to_dict())
+    """Put the runtime's node bound into both networks' settings unless the GDM section sets one."""
+    defaults = config_cls().to_dict()
     out = dict(gdm)
-    for name in ("max_nodes", "episodic_max_nodes", "semantic_max_nodes"):
-        if name in names and name not in out:
-            out[name] = max_nodes
+    for network in ("episodic", "semantic"):
+        if isinstance(defaults.get(network), dict) and "max_nodes" in defaults[network]:
+            settings = dict(out.get(network) or {})
+            settings.setdefault("max_nodes", max_nodes)
+            out[network] = settings
     return out
 
 

@@ -18,7 +18,6 @@ All public methods are thread-safe: one lock guards the models and memories.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +28,16 @@ from typing import Any
 import cv2
 import numpy as np
 
+from clifer_edge.datasets import DatasetError
 from clifer_edge.labels import canonical_label
 from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
+from clifer_edge.runtime.calibration import (
+    CalibrationError,
+    LatentCalibration,
+    build_calibration,
+    file_sha256,
+)
 from clifer_edge.runtime.config import RuntimeConfig, load_config
-from clifer_edge.runtime.fallback import FallbackClassifier, FallbackError, file_sha256
 from clifer_edge.runtime.imagination import ImaginationReport, ImaginationScheduler, _append
 from clifer_edge.runtime.persons import (
     IdentityIndex,
@@ -106,12 +111,69 @@ def model_paths(config: RuntimeConfig) -> tuple[Path, Path, Path]:
     )
 
 
-def fallback_path(config: RuntimeConfig) -> Path:
-    """Where the fallback classifier of the configured models lives."""
-    if config.models.fallback_means is not None:
-        return Path(config.models.fallback_means).expanduser()
+def encoder_file(encoder: Any, config: RuntimeConfig) -> Path:
+    """The file an encoder was loaded from (the configured one if the object does not say)."""
+    for owner in (encoder, getattr(encoder, "model", None)):
+        path = getattr(owner, "path", None)
+        if path is not None:
+            return Path(path)
+    return model_paths(config)[0]
+
+
+def calibration_path(config: RuntimeConfig) -> Path:
+    """Where the latent calibration of the configured models lives."""
+    if config.models.calibration is not None:
+        return Path(config.models.calibration).expanduser()
     encoder_path = model_paths(config)[0]
-    return encoder_path.parent / f"fallback_means_{config.models.variant}.npz"
+    return encoder_path.parent / f"calibration_{config.models.variant}.npz"
+
+
+def find_calibration(
+    config: RuntimeConfig, encoder: Any, cache_dir: Path | None = None
+) -> LatentCalibration:
+    """The calibration of this encoder: the configured file, else a cached one, else built now.
+
+    Building needs FER2013 (``$CLIFER_DATA_DIR`` or ``../shared/data``) and takes a few seconds;
+    the result is cached in ``cache_dir`` as ``calibration-<encoder sha>.npz``.
+
+    Raises
+    ------
+    CalibrationError
+        If there is no usable calibration and none can be built.
+    """
+    path = encoder_file(encoder, config)
+    sha = file_sha256(path) if path.exists() else None
+    configured = calibration_path(config)
+    problems = []
+    candidates = [configured]
+    if cache_dir is not None and sha is not None:
+        candidates.append(cache_dir / f"calibration-{sha[:16]}.npz")
+    for candidate in candidates:
+        if candidate.exists():
+            try:
+                return LatentCalibration.load(candidate, encoder_sha256=sha)
+            except CalibrationError as error:
+                problems.append(str(error))
+    if sha is None or cache_dir is None:
+        raise CalibrationError(
+            f"no latent calibration for encoder {path} ({'; '.join(problems) or 'none found'}); "
+            "run `clifer-edge calibrate`"
+        )
+    logger.warning(
+        "no calibration for encoder %s (%s); building one from FER2013 into %s",
+        path.name,
+        "; ".join(problems) or f"{configured} missing",
+        candidates[-1],
+    )
+    try:
+        calibration, _ = build_calibration(encoder, path, progress=False)
+    except DatasetError as error:
+        raise CalibrationError(
+            f"no latent calibration for encoder {path} and FER2013 not found to build one "
+            f"({error}); run `clifer-edge calibrate --data FILE`"
+        ) from None
+    calibration.save(candidates[-1])
+    return calibration
 
 
 def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
@@ -143,8 +205,9 @@ class ExpressionRuntime:
         The Imagination model's halves; ``None`` loads the configured (default: bundled) models.
     detector : FaceDetector, optional
         Face detector for full frames; ``None`` builds the configured one on first use.
-    fallback : FallbackClassifier, optional
-        The classifier for new persons; ``None`` loads the configured file if it exists.
+    calibration : LatentCalibration, optional
+        The memories' latent standardisation and the fallback classifier for new persons;
+        ``None``: :func:`find_calibration` (the configured file, or one built from FER2013).
     clock : callable() -> float
         Time source of the idle timer (a simulation may pass its own).
     """
@@ -155,7 +218,7 @@ class ExpressionRuntime:
         encoder: Any = None,
         generator: Any = None,
         detector: Any = None,
-        fallback: FallbackClassifier | None = None,
+        calibration: LatentCalibration | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config if config is not None else load_config(None)
@@ -179,7 +242,13 @@ class ExpressionRuntime:
                 f"generator z_dim={generator.metadata.z_dim} != encoder z_dim={meta.z_dim}"
             )
         self._detector = detector
-        self.fallback = fallback if fallback is not None else self._load_fallback()
+        if calibration is None:
+            calibration = find_calibration(self.config, encoder, self.config.memory_directory())
+        if calibration.z_dim != int(meta.z_dim):
+            raise CalibrationError(
+                f"calibration has z_dim={calibration.z_dim}, the encoder {meta.z_dim}"
+            )
+        self.calibration = calibration
         self._lock = threading.RLock()
         self._timings = _Timings()
         self._closed = False
@@ -193,7 +262,7 @@ class ExpressionRuntime:
             before_evict=self._finish_episode,
         )
         self.scheduler = ImaginationScheduler(
-            self.config.imagination, encoder, generator, clock=clock
+            self.config.imagination, encoder, generator, calibration, clock=clock
         )
         self.identities: IdentityIndex | None = None
         if self.config.persons.mode == "identity":
@@ -202,23 +271,6 @@ class ExpressionRuntime:
             )
 
     # -- set-up ------------------------------------------------------------------------------
-    def _load_fallback(self) -> FallbackClassifier | None:
-        path = fallback_path(self.config)
-        if not path.exists():
-            logger.warning(
-                "no fallback classifier at %s: new persons get 'unknown' until they are taught "
-                "(build one with `clifer-edge build-fallback`)",
-                path,
-            )
-            return None
-        model_path = getattr(self.encoder, "path", None) or model_paths(self.config)[0]
-        sha = file_sha256(model_path) if os.path.exists(model_path) else None
-        try:
-            return FallbackClassifier.load(path, encoder_sha256=sha)
-        except FallbackError as error:
-            logger.warning("%s; new persons get 'unknown' until they are taught", error)
-            return None
-
     @property
     def detector(self) -> Any:
         """The face detector, built on first use (pre-cropped faces never need it)."""
@@ -226,7 +278,11 @@ class ExpressionRuntime:
             from clifer_edge.faces import FaceDetector
 
             faces = self.config.faces
-            kwargs: dict[str, Any] = {"method": faces.detector, "min_size": faces.min_face_size}
+            kwargs: dict[str, Any] = {
+                "method": faces.detector,
+                "min_size": faces.min_face_size,
+                "max_faces": faces.max_faces,
+            }
             if faces.detector == "yunet":
                 kwargs["model_path"] = faces.yunet_model
             self._detector = FaceDetector(**kwargs)
@@ -258,19 +314,23 @@ class ExpressionRuntime:
             self.n_rejected += 1
             raise
         start = time.perf_counter()
-        crops = self.detector.crop_faces(
-            image, size=self.image_size, channels=self.channels, color_order=color_order
-        )
+        detected = self.detector.detect(image, color_order=color_order)
+        detected = detected[: 1 if self.identities is None else self.config.faces.max_faces]
+        faces = [
+            preprocess_face(
+                image,
+                size=self.image_size,
+                channels=self.channels,
+                box=face.box,
+                margin=self.config.faces.margin,
+                color_order=color_order,
+            )
+            for face in detected
+        ]
         self._timings.add("detect", time.perf_counter() - start)
-        if not crops:
+        if not faces:
             return []
-        if self.identities is None:
-            crops = crops[:1]
-        else:
-            crops = crops[: self.config.faces.max_faces]
-        faces = np.stack([face for _, face in crops])
-        boxes = [detected.box for detected, _ in crops]
-        return self._handle(faces, boxes, person_id, label)
+        return self._handle(np.stack(faces), [face.box for face in detected], person_id, label)
 
     def process_face(
         self,
@@ -312,7 +372,7 @@ class ExpressionRuntime:
         self.scheduler.notify_activity()
         with self._lock:
             start = time.perf_counter()
-            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
+            latents = self.calibration.to_memory(self.encoder.encode(faces))
             self._timings.add("encode", time.perf_counter() - start, len(faces))
             results = []
             for i, (latent, box) in enumerate(zip(latents, boxes, strict=True)):
@@ -347,12 +407,10 @@ class ExpressionRuntime:
             memory = self.config.memory.answer
             scores = state.memory.predict_proba(latent[None], memory=memory)[0]
             labels = [str(name) for name in state.memory.labels_]
-        elif self.fallback is not None:
-            memory = "fallback"
-            scores = self.fallback.predict_proba(latent[None])[0]
-            labels = self.fallback.labels
         else:
-            return FaceResult(state.person_id, "unknown", 0.0, {}, "fallback", box)
+            memory = "fallback"
+            scores = self.calibration.predict_proba(latent[None])[0]
+            labels = self.calibration.labels
         best = int(np.argmax(scores))
         return FaceResult(
             person_id=state.person_id,
@@ -519,7 +577,7 @@ class ExpressionRuntime:
                     "latents": self.scheduler.total_latents,
                     "seconds": round(self.scheduler.total_seconds, 4),
                 },
-                "fallback": self.fallback is not None,
+                "fallback_accuracy": self.calibration.info.get("publictest_accuracy"),
                 "timings": self._timings.summary(),
                 "persons": persons,
             }
