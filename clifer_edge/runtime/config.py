@@ -115,6 +115,10 @@ class ImaginationConfig:
     chunk_prototypes: int = 4
     #: Mix RNAT pseudo-replay of what is already known into each imagined episode.
     replay: bool = True
+    #: Imagine ``z + E(G(z, c)) - E(G(z, own))`` instead of ``E(G(z, c))``: keeps only the
+    #: generator's change of expression, cancelling its reconstruction error (see
+    #: :func:`clifer_edge.runtime.imagination.imagine_latents`).
+    residual: bool = False
     #: A prototype that moved further than this (Euclidean, in the memories' standardised space)
     #: since it was imagined is imagined again.
     reimagine_distance: float = 0.5

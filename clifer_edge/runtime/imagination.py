@@ -112,20 +112,46 @@ def imagine_latents(
     generator: Any,
     source_labels: Sequence[str],
     targets: Iterable[str] | None = None,
+    residual: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
     """Imagined latents E(G(z, c)) for every prototype z and every other expression c.
 
-    Parameters are as for :func:`imagine_faces`, plus ``encoder`` (``encode(faces) -> latents``).
+    Parameters are as for :func:`imagine_faces`, plus ``encoder`` (``encode(faces) -> latents``)
+    and ``residual``: if True, return ``z + E(G(z, c)) - E(G(z, s))`` (s = the prototype's own
+    expression) instead, i.e. only the generator's *change of expression* is added to the real
+    prototype, which cancels the offset between reconstructed and real faces (the generator's
+    reconstruction error) at the cost of one more generate/encode per prototype.
 
     Returns
     -------
     latents : ndarray of shape (m, z_dim), float32
     labels : list of str, length m
     """
-    faces, labels, _ = imagine_faces(prototypes, generator, source_labels, targets)
+    faces, labels, rows = imagine_faces(prototypes, generator, source_labels, targets)
     if not labels:
         return np.zeros((0, np.asarray(prototypes).shape[1]), np.float32), []
-    return np.asarray(encoder.encode(faces), dtype=np.float32), labels
+    latents = np.asarray(encoder.encode(faces), dtype=np.float32)
+    if residual:
+        own = reconstruct_latents(prototypes, encoder, generator, source_labels)
+        latents = np.clip(np.asarray(prototypes)[rows] + latents - own[rows], -1.0, 1.0)
+    return latents.astype(np.float32), labels
+
+
+def reconstruct_latents(
+    prototypes: np.ndarray, encoder: Any, generator: Any, source_labels: Sequence[str]
+) -> np.ndarray:
+    """E(G(z, s)) for each prototype z under its own expression s (z itself if G cannot draw s)."""
+    prototypes = _check_prototypes(prototypes, source_labels)
+    vocabulary = _vocabulary(generator)
+    own = prototypes.copy()
+    drawable = [i for i, label in enumerate(source_labels) if canonical_label(label) in vocabulary]
+    if drawable:
+        faces = generator.generate(
+            np.clip(prototypes[drawable], -1.0, 1.0),
+            [canonical_label(source_labels[i]) for i in drawable],
+        )
+        own[drawable] = np.asarray(encoder.encode(faces), dtype=np.float32)
+    return own
 
 
 @dataclass(frozen=True)
@@ -319,24 +345,35 @@ class ImaginationScheduler:
         labels: list[str],
         lock: threading.RLock | threading.Lock,
     ) -> int:
-        """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained)."""
+        """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained).
+
+        The lock is taken per step and the activity flag checked between steps, so a face waits
+        for at most one step.
+        """
+        z = self.calibration.to_latent(prototypes)
         with lock:
-            latents = self.calibration.to_latent(prototypes)
-            faces, imagined_labels, _ = imagine_faces(latents, self.generator, labels)
+            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels)
         if self._activity.is_set():
             return -1
         if not imagined_labels:
             self._mark(state, prototypes, None)
             return 0
         with lock:
-            latents = self.calibration.to_memory(self.encoder.encode(faces))
+            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
         if self._activity.is_set():
             return -1
+        if self.config.residual:
+            with lock:
+                own = reconstruct_latents(z, self.encoder, self.generator, labels)
+            if self._activity.is_set():
+                return -1
+            latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
+        points = self.calibration.to_memory(latents)
         with lock:
-            state.memory.partial_fit(latents, imagined_labels)
+            state.memory.partial_fit(points, imagined_labels)
             if self.config.replay:
                 state.memory.replay()
-            self._mark(state, prototypes, latents)
+            self._mark(state, prototypes, points)
             state.n_imagined += len(imagined_labels)
         return len(imagined_labels)
 
