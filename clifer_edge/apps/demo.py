@@ -160,10 +160,12 @@ def evaluate(rt: ExpressionRuntime, subject: Subject, seen: list[str]) -> tuple[
     return f1_seen, _macro_f1(truth, predicted, subject.classes)
 
 
-def imagined_grid(
-    rt: ExpressionRuntime, subjects: list[Subject], path: Path, rows_per_subject: int = 2
-) -> int:
-    """Decode a few episodic prototypes of each subject under every expression; save a PNG grid."""
+def imagined_grid(rt: ExpressionRuntime, subjects: list[Subject], path: Path) -> int:
+    """Decode one episodic prototype per subject under every expression; save a PNG grid.
+
+    The prototype is one of the subject's first class (neutral for JAFFE): the row shows what the
+    robot imagines that person looks like with the expressions it never saw at that point.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,9 +176,9 @@ def imagined_grid(
     for subject in subjects:
         state = rt.persons.get(subject.name)
         prototypes, labels = rt.scheduler.real_prototypes(state)
-        for index in np.linspace(0, len(labels) - 1, num=min(rows_per_subject, len(labels))):
-            i = int(np.rint(index))
-            rows.append((subject.name, labels[i], prototypes[i]))
+        first = [i for i, label in enumerate(labels) if label == subject.classes[0]]
+        if first:
+            rows.append((subject.name, labels[first[0]], prototypes[first[0]]))
     if not rows:
         return 0
     z = rt.calibration.to_latent(np.stack([row[2] for row in rows]))

@@ -531,19 +531,22 @@ class ExpressionRuntime:
     def imagine(self, budget_s: float | None = None) -> ImaginationReport | None:
         """Run imagination for up to ``budget_s`` seconds if the robot is idle.
 
-        Persons are served most recently seen first. Returns ``None`` (doing nothing) when not
-        idle or imagination is disabled, else a report; ``report.preempted`` says a face stopped it.
+        Idle time first ends every running learning episode (the memories learn it). Persons are
+        then served most recently seen first. Returns ``None`` when not idle or imagination is
+        disabled, else a report; ``report.preempted`` says a face stopped it.
         """
         self._check_open()
         budget = self.config.imagination.budget_s if budget_s is None else float(budget_s)
         if budget <= 0:
             raise ValueError(f"budget_s={budget_s} should be > 0")
-        if not self.config.imagination.enabled or not self.scheduler.is_idle():
+        if not self.scheduler.is_idle():
             return None
-        with self._lock:
+        with self._lock:  # idle time ends the running learning episodes
             persons = self.persons.resident()[::-1]
             for state in persons:
                 self._finish_episode(state)
+        if not self.config.imagination.enabled:
+            return None
         report = self.scheduler.run(persons, budget, self._lock, on_trained=self.persons.save)
         if report is not None and report.latents:
             self._timings.add("imagine", report.seconds, report.latents)
