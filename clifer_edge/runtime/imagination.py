@@ -286,7 +286,8 @@ class ImaginationScheduler:
 
         Returns ``None`` without doing anything when imagination is disabled or the robot is not
         idle. ``on_trained(state)`` is called (under ``lock``) for each person whose memory
-        changed, e.g. to save it.
+        changed, e.g. to save it; when a face preempted the run, those persons are only marked
+        ``dirty`` instead, so that the scheduler yields without waiting for the disk.
         """
         if not self.config.enabled or not self.is_idle():
             return None
@@ -317,12 +318,19 @@ class ImaginationScheduler:
                 n_chunks += 1
                 if state not in touched:
                     touched.append(state)
+        # Save person by person; once a face arrives, yield at once and leave the rest marked
+        # dirty (saved in the next idle period, or by save/close/eviction).
+        for state in touched:
+            if self._activity.is_set() or on_trained is None:
+                state.dirty = True
+                continue
+            with lock:
+                on_trained(state)
         preempted = self._activity.is_set()
-        with lock:
-            if on_trained is not None:
-                for state in touched:
-                    on_trained(state)
-            done = all(len(self.pending(state)[1]) == 0 for state in persons)
+        done = False
+        if not preempted:
+            with lock:
+                done = all(len(self.pending(state)[1]) == 0 for state in persons)
         seconds = time.perf_counter() - start
         report = ImaginationReport(
             persons=tuple(state.person_id for state in touched),

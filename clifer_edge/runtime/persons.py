@@ -100,6 +100,8 @@ class PersonState:
     n_faces_learned: int = 0
     n_imagined: int = 0
     last_seen: float = 0.0
+    #: Changed in RAM since the last save (imagination preempted before it could save).
+    dirty: bool = False
 
     @property
     def fitted(self) -> bool:
@@ -209,6 +211,7 @@ class PersonStore:
             if value is not None:
                 arrays[name] = np.asarray(value, dtype=np.float32)
         _atomic_savez(self.directory / f"{key}{_RECORD_SUFFIX}", arrays)
+        state.dirty = False
 
     def save_all(self) -> None:
         """Save every resident person (at shutdown)."""

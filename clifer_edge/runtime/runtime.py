@@ -541,10 +541,12 @@ class ExpressionRuntime:
             raise ValueError(f"budget_s={budget_s} should be > 0")
         if not self.scheduler.is_idle():
             return None
-        with self._lock:  # idle time ends the running learning episodes
+        with self._lock:  # idle time ends running learning episodes and catches up on saves
             persons = self.persons.resident()[::-1]
             for state in persons:
                 self._finish_episode(state)
+                if state.dirty:
+                    self.persons.save(state)
         if not self.config.imagination.enabled:
             return None
         report = self.scheduler.run(persons, budget, self._lock, on_trained=self.persons.save)
