@@ -168,14 +168,18 @@ class GWRNetwork:
         m = int(keep.sum())
         new_index = (np.cumsum(keep) - 1).astype(np.int32)
         # Neighbour lists: removed nodes had none, so nobody points at them; renumber the rest.
+        # (Only the first deg / syn_deg slots of a row are meaningful; the rest may be stale.)
         nbr = self._nbr[:n][keep]
-        nbr = np.where(nbr >= 0, new_index[np.maximum(nbr, 0)], -1)
+        used = np.arange(nbr.shape[1])[None, :] < self._deg[:n][keep][:, None]
+        nbr = np.where(used, new_index[np.where(used, nbr, 0)], -1)
         # Temporal synapses may point at removed nodes: drop those and re-pack each row.
         syn = self._syn[:n][keep]
         syn_cnt = self._syn_cnt[:n][keep]
-        valid = (syn >= 0) & keep[np.maximum(syn, 0)]
+        used = np.arange(syn.shape[1])[None, :] < self._syn_deg[:n][keep][:, None]
+        syn = np.where(used, syn, 0)
+        valid = used & keep[syn]
         order = np.argsort(~valid, axis=1, kind="stable")
-        syn = np.take_along_axis(np.where(valid, new_index[np.maximum(syn, 0)], -1), order, axis=1)
+        syn = np.take_along_axis(np.where(valid, new_index[syn], -1), order, axis=1)
         syn_cnt = np.take_along_axis(np.where(valid, syn_cnt, 0.0), order, axis=1)
         for buffer, values in (
             (self._W, self._W[:n][keep]),
