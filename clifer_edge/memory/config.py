@@ -131,6 +131,13 @@ class GWRConfig:
     def __post_init__(self) -> None:
         for key, spec in _GWR_SPECS.items():
             object.__setattr__(self, key, spec.check(key, getattr(self, key)))
+        for key in ("tau_b", "tau_n"):
+            # Beyond this the habituation update overshoots its floor (and can turn negative).
+            if getattr(self, key) * self.kappa > 1.0:
+                raise ValueError(
+                    f"{key}={getattr(self, key)!r} with kappa={self.kappa!r}: "
+                    f"{key} * kappa should be <= 1"
+                )
 
     @property
     def habituation_floor(self) -> float:

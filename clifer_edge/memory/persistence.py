@@ -98,9 +98,10 @@ def save_memory(memory: GrowingDualMemory, path: str | os.PathLike[str]) -> None
 
 def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise MemoryFileError(f"{path}: not a clifer-edge memory file (a bare .npy array)")
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise MemoryFileError(f"{path}: not a clifer-edge memory file (a bare .npy array)")
+        with archive:
             if "header" not in archive.files:
                 raise MemoryFileError(
                     f"{path}: not a clifer-edge memory file "
