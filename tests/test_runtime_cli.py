@@ -1,0 +1,77 @@
+"""The runtime's command lines on real faces: `run` (images folder) and a small `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from clifer_edge.apps import demo as demo_app
+from clifer_edge.apps import run as run_app
+from clifer_edge.datasets import load_npz
+
+
+def _args(module, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def frames_dir(tmp_path, data_dir):
+    jaffe = load_npz(data_dir / "jaffe.npz")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rows = np.flatnonzero(jaffe.subjects == "KA")[:3]
+    for i, row in enumerate(rows):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), jaffe.images[row])
+    (folder / "03.png").write_bytes(b"not a png")  # unreadable: reported and skipped
+    return folder
+
+
+def test_run_learns_then_recognises_a_folder_of_frames(tmp_path, frames_dir, capsys):
+    memory = str(tmp_path / "memories")
+    common = ["--images", str(frames_dir), "--person", "KA", "--memory-dir", memory, "--json"]
+    assert run_app.run(_args(run_app, [*common, "--label", "neutral"])) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 3
+    assert all(line["learned"] and line["person_id"] == "KA" for line in lines)
+    assert all(len(line["box"]) == 4 for line in lines)
+    assert "unreadable" in err
+
+    assert run_app.run(_args(run_app, common)) == 0
+    out, _ = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["label"] for line in lines] == ["neutral"] * 3
+    assert {line["memory"] for line in lines} == {"episodic"}
+    assert abs(sum(lines[0]["scores"].values()) - 1.0) < 1e-3
+
+
+def test_run_plain_text_lines(tmp_path, frames_dir, capsys):
+    argv = ["--images", str(frames_dir), "--memory-dir", str(tmp_path / "m"), "--max-frames", "1"]
+    assert run_app.run(_args(run_app, argv)) == 0
+    out, _ = capsys.readouterr()
+    (line,) = out.splitlines()
+    assert line.startswith("frame=00.png person=user expression=")
+    assert "memory=fallback" in line
+
+
+def test_small_demo_writes_its_table_and_plots(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    argv = ["--out", str(out_dir), "--jaffe-subjects", "1", "--ck-subjects", "1"]
+    assert demo_app.run(_args(demo_app, [*argv, "--idle-budget", "1"])) == 0
+    printed = capsys.readouterr().out
+    print(printed)
+    assert "jaffe-KA" in printed and "mean CK+" in printed
+    results = json.loads((out_dir / "results.json").read_text())
+    assert [row["person"] for row in results["subjects"]] == ["jaffe-KA", "ck-S011"]
+    for row in results["subjects"]:
+        assert len(row["curve_all"]) == row["classes"] == len(row["curve_all_imagination"])
+        assert 0.0 <= row["f1_seen"] <= 1.0
+    assert results["imagined_latents"] > 0
+    for name in ("f1_curves.png", "imagined.png"):
+        assert cv2.imread(str(out_dir / name)) is not None
