@@ -201,3 +201,26 @@ def test_imagination_on_all_ck_subjects(tmp_path, models, subjects):
     print()
     figures = _imagination_effect(tmp_path, models, subjects, n_seen=2)
     assert figures["unseen_imagined"].mean() > figures["unseen"].mean()
+
+
+def test_forgetting_a_person_during_imagination_leaves_no_files(tmp_path, models, subjects):
+    encoder, generator = models
+    from clifer_edge.runtime import ExpressionRuntime, load_config
+
+    config = load_config(None).replace(
+        memory={"directory": str(tmp_path)}, imagination={"chunk_prototypes": 1}
+    )
+    rt = ExpressionRuntime(config, encoder=encoder, generator=SlowGenerator(generator, 0.03))
+    subject = subjects[0]
+    learn_classes(rt, subject, subject.classes)
+    rt.set_idle(True)
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(rt.imagine(60.0)))
+    worker.start()
+    while not rt.persons.get(subject.name).n_imagined:
+        time.sleep(0.005)
+    assert rt.forget(subject.name)
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    rt.close()
+    assert not list(tmp_path.glob(f"{subject.name}*"))

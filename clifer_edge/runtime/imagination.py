@@ -360,6 +360,8 @@ class ImaginationScheduler:
         """
         z = self.calibration.to_latent(prototypes)
         with lock:
+            if not state.resident:  # evicted or forgotten meanwhile: leave it alone
+                return -1
             faces, imagined_labels, rows = imagine_faces(z, self.generator, labels)
         if self._activity.is_set():
             return -1
@@ -378,6 +380,8 @@ class ImaginationScheduler:
             latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
         points = self.calibration.to_memory(latents)
         with lock:
+            if not state.resident:
+                return -1
             state.memory.partial_fit(points, imagined_labels)
             if self.config.replay:
                 state.memory.replay()

@@ -102,6 +102,9 @@ class PersonState:
     last_seen: float = 0.0
     #: Changed in RAM since the last save (imagination preempted before it could save).
     dirty: bool = False
+    #: False once evicted or forgotten: a stale object (e.g. held by the imagination scheduler)
+    #: must then never be saved over the files.
+    resident: bool = True
 
     @property
     def fitted(self) -> bool:
@@ -191,7 +194,13 @@ class PersonStore:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, state: PersonState) -> None:
-        """Write the person's memory and record atomically (memory first, then the record)."""
+        """Write the person's memory and record atomically (memory first, then the record).
+
+        A state that is no longer resident (evicted or forgotten) is not written: the files
+        already hold its last saved version, or must stay deleted.
+        """
+        if not state.resident:
+            return
         key = person_key(state.person_id)
         if state.fitted:
             state.memory.save(self.directory / f"{key}{_MEMORY_SUFFIX}")
@@ -224,7 +233,10 @@ class PersonStore:
         Quarantined files of that person are deleted too: forgetting means nothing stays behind.
         """
         key = person_key(person_id)
-        found = self._resident.pop(key, None) is not None
+        state = self._resident.pop(key, None)
+        found = state is not None
+        if state is not None:
+            state.resident = False
         for path in self.directory.glob(f"{glob_escape(key)}.*"):
             if _belongs_to(path.name, key):
                 path.unlink(missing_ok=True)
@@ -240,6 +252,7 @@ class PersonStore:
             if self.before_evict is not None:
                 self.before_evict(state)
             self.save(state)
+            state.resident = False
             del self._resident[key]
             self.n_evictions += 1
             logger.debug("evicted person %r from RAM (saved)", state.person_id)

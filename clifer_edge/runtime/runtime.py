@@ -298,9 +298,10 @@ class ExpressionRuntime:
     ) -> list[FaceResult]:
         """Detect the faces in a full frame and recognise (and, with a label, learn) them.
 
-        With ``persons.mode`` ``identity`` every detected face (up to ``faces.max_faces``) is
-        identified and answered. Otherwise the frame is taken to show one person, ``person_id``
-        (or the default person): only the largest face is used.
+        A frame that comes with a ``person_id`` or a ``label`` shows the one person the robot is
+        dealing with: only its largest face is used. Otherwise, with ``persons.mode`` ``identity``
+        every detected face (up to ``faces.max_faces``) is identified and answered; in the other
+        modes only the largest face is (it belongs to the default person).
 
         Raises
         ------
@@ -315,7 +316,8 @@ class ExpressionRuntime:
             raise
         start = time.perf_counter()
         detected = self.detector.detect(image, color_order=color_order)
-        detected = detected[: 1 if self.identities is None else self.config.faces.max_faces]
+        several = self.identities is not None and person_id is None and label is None
+        detected = detected[: self.config.faces.max_faces if several else 1]
         faces = [
             preprocess_face(
                 image,
