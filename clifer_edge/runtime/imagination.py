@@ -264,9 +264,13 @@ class ImaginationScheduler:
     def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
         """The real prototypes (:meth:`real_prototypes`) not imagined yet.
 
-        A prototype counts as done while it lies within ``reimagine_distance`` of one imagined
-        before; one that moved further (the memory kept learning) is imagined again.
+        Nothing is pending until the person learned something real since the last complete
+        imagination pass. Then a prototype counts as done while it lies within
+        ``reimagine_distance`` of one imagined before; one that moved further (the memory learned
+        more faces) is imagined again.
         """
+        if state.imagined_through >= state.n_episodes:
+            return np.zeros((0, 0), np.float32), []
         prototypes, labels = self.real_prototypes(state)
         if labels and state.imagined_sources is not None:
             keep = _nearest(prototypes, state.imagined_sources) > self.config.reimagine_distance
@@ -303,21 +307,28 @@ class ImaginationScheduler:
             with lock:
                 prototypes, labels = self.pending(state)
             size = self.config.chunk_prototypes
+            complete = True
             for begin in range(0, len(labels), size):
                 if self._activity.is_set():
+                    complete = False
                     break
                 if time.perf_counter() >= deadline:
-                    out_of_time = True
+                    out_of_time, complete = True, False
                     break
                 chunk, chunk_labels = prototypes[begin : begin + size], labels[begin : begin + size]
                 trained = self._chunk(state, chunk, chunk_labels, lock)
                 if trained < 0:
+                    complete = False
                     break
                 n_prototypes += len(chunk_labels)
                 n_latents += trained
                 n_chunks += 1
                 if state not in touched:
                     touched.append(state)
+            if complete:
+                # One pass per real learning: prototypes that move while the memories learn
+                # the imagined faces are not chased (that could go on for ever).
+                state.imagined_through = state.n_episodes
         # Save person by person; once a face arrives, yield at once and leave the rest marked
         # dirty (saved in the next idle period, or by save/close/eviction).
         for state in touched:

@@ -99,6 +99,8 @@ class PersonState:
     n_episodes: int = 0
     n_faces_learned: int = 0
     n_imagined: int = 0
+    #: ``n_episodes`` when the last complete imagination pass ended.
+    imagined_through: int = 0
     last_seen: float = 0.0
     #: Changed in RAM since the last save (imagination preempted before it could save).
     dirty: bool = False
@@ -210,6 +212,7 @@ class PersonStore:
             "n_episodes": state.n_episodes,
             "n_faces_learned": state.n_faces_learned,
             "n_imagined": state.n_imagined,
+            "imagined_through": state.imagined_through,
             "identity_count": state.identity_count,
             "shown_labels": sorted(state.shown_labels),
             "saved_at": time.time(),
@@ -289,6 +292,7 @@ class PersonStore:
                     state.n_episodes = int(meta.get("n_episodes", 0))
                     state.n_faces_learned = int(meta.get("n_faces_learned", 0))
                     state.n_imagined = int(meta.get("n_imagined", 0))
+                    state.imagined_through = int(meta.get("imagined_through", 0))
                     state.identity_count = int(meta.get("identity_count", 0))
                     state.shown_labels = set(meta.get("shown_labels", []))
                     for name in _RECORD_ARRAYS:
