@@ -17,6 +17,7 @@ All public methods are thread-safe: one lock guards the models and memories.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -384,7 +385,7 @@ class ExpressionRuntime:
                 self._timings.add("classify", time.perf_counter() - start)
                 if label is not None:
                     self._add_to_episode(state, latent, label, faces[i])
-                    result = FaceResult(**{**result.__dict__, "learned": True})
+                    result = dataclasses.replace(result, learned=True)
                 else:
                     state.recent.append(latent)
                 results.append(result)
@@ -398,8 +399,7 @@ class ExpressionRuntime:
         if person_id is not None:
             return person_id
         if self.identities is not None:
-            found = self.identities.assign(latent)
-            return found
+            return self.identities.assign(latent)
         return self.config.persons.default_person
 
     def _classify(self, state: PersonState, latent: np.ndarray, box: FaceBox | None) -> FaceResult:
