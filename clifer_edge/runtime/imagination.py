@@ -296,6 +296,8 @@ class ImaginationScheduler:
         if not self.config.enabled or not self.is_idle():
             return None
         self._activity.clear()
+        if not self.is_idle():  # a face arrived just before the clear
+            return None
         start = time.perf_counter()
         deadline = start + budget_s
         touched: list[PersonState] = []
