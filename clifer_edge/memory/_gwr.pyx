@@ -216,6 +216,57 @@ cdef inline void _copy_node(float[:, :, ::1] W, int node, float[:, ::1] out) noe
             out[k, j] = W[node, k, j]
 
 
+cdef inline bint _before(double dist, int node, double other, int other_node) noexcept nogil:
+    """(dist, node) < (other, other_node): smaller distance first, ties to the lower index."""
+    return dist < other or (dist == other and node < other_node)
+
+
+cdef double _two_best(float[:, :, ::1] W, float[:, ::1] g, long long n_nodes, Py_ssize_t levels,
+                      const double[::1] alphas, float[:, ::1] scratch, int* b_out,
+                      int* s_out) noexcept nogil:
+    """BMU and second BMU of the context g: distance sum_k alpha_k ||g_k - w_k||, k < levels.
+
+    IN:  W [cap, depth, d], g [depth, d], n_nodes >= 2, levels, alphas [depth]
+    OUT: *b_out, *s_out (ties -> lower index); returns the BMU's distance;
+         scratch[0, :n_nodes] (squared prototype distances)
+    The context levels are only computed for nodes whose prototype term alone does not already
+    exceed the second-best distance, which cannot change the result (every term is >= 0).
+    """
+    cdef Py_ssize_t d = W.shape[2], depth = W.shape[1], k
+    cdef int node, first = 0, b = -1, s = -1
+    cdef long long step
+    cdef double dist, best = 1e300, second = 1e300
+    cdef float sq
+    sq_distances(&g[0, 0], &W[0, 0, 0], n_nodes, depth * d, d, &scratch[0, 0])
+    for node in range(1, n_nodes):  # the prototype-nearest node gives tight bounds early
+        if scratch[0, node] < scratch[0, first]:
+            first = node
+    for step in range(n_nodes + 1):
+        if step == 0:
+            node = first
+        elif step - 1 == first:
+            continue
+        else:
+            node = step - 1
+        dist = alphas[0] * sqrt(<double>scratch[0, node])
+        if dist > second:
+            continue
+        for k in range(1, levels):
+            sq_distances(&g[k, 0], &W[node, k, 0], 1, 0, d, &sq)
+            dist += alphas[k] * sqrt(<double>sq)
+        if _before(dist, node, best, b):
+            second = best
+            s = b
+            best = dist
+            b = node
+        elif _before(dist, node, second, s):
+            second = dist
+            s = node
+    b_out[0] = b
+    s_out[0] = s
+    return best
+
+
 def nearest(const float[:, :, ::1] W, Py_ssize_t n_nodes, const float[:, ::1] X,
             float[::1] scratch, long long[::1] out_bmu, double[::1] out_distance):
     """BMU of every row of X by the prototypes (level 0) alone.
@@ -352,24 +403,7 @@ def train(
                 continue
             # 2. BMU and second BMU (context levels only when the context is known)
             levels = depth if previous >= 0 else 1
-            for k in range(levels):
-                sq_distances(&g[k, 0], &W[0, k, 0], n_nodes, depth * d, d, &scratch[k, 0])
-            b = -1
-            s = -1
-            best = 1e300
-            second = 1e300
-            for node in range(n_nodes):
-                dist = 0.0
-                for k in range(levels):
-                    dist += alphas[k] * sqrt(<double>scratch[k, node])
-                if dist < best:
-                    second = best
-                    s = b
-                    best = dist
-                    b = node
-                elif dist < second:
-                    second = dist
-                    s = node
+            best = _two_best(W, g, n_nodes, levels, alphas, scratch, &b, &s)
             if previous < 0:
                 for k in range(1, depth):
                     for j in range(d):
