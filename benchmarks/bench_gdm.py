@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
@@ -173,6 +174,28 @@ def bench_training(n_features: int, backend: str, episodes: bool) -> dict:
     }
 
 
+def bench_update_at(n_nodes: int, n_features: int, quick: bool) -> dict:
+    """Cost of one training step (one sample, one network) when the network is full at n_nodes.
+
+    The synthetic network has random prototypes and ``max_nodes = n_nodes``, so every step is a
+    BMU search plus a weight/edge/habituation update, the steady state of a long-lived memory.
+    """
+    base = GDMConfig()
+    config = dataclasses.replace(
+        base, episodic=dataclasses.replace(base.episodic, max_nodes=n_nodes)
+    )
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, (100 if quick else 300, n_features)).astype(np.float32)
+    y = rng.integers(0, 7, len(X))
+    row: dict = {}
+    for backend in BACKENDS:
+        network = synthetic_network(backend, n_nodes, n_features, config)
+        _, cpu = best_time(lambda: network.train(X, y, 1), 1)  # noqa: B023
+        row[f"{backend}_us_per_update"] = round(1e6 * cpu / len(X), 3)
+    row["speedup"] = round(row["numpy_us_per_update"] / row["cython_us_per_update"], 1)
+    return row
+
+
 def network_bytes(n_nodes: int, n_features: int) -> dict:
     """Bytes held by a compiled network with ``n_nodes`` nodes (buffers at capacity)."""
     network = synthetic_network("cython", n_nodes, n_features, GDMConfig())
@@ -224,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         result["training"][f"episodes_cython_{n_features}d"] = bench_training(
             n_features, "cython", episodes=True
         )
+        result["training"][f"update_at_1000_nodes_{n_features}d"] = bench_update_at(
+            1000, n_features, args.quick
+        )
         fast = result["training"][f"stream_cython_{n_features}d"]["sample_updates_per_s"]
         slow = result["training"][f"stream_numpy_{n_features}d"]["sample_updates_per_s"]
         result["training"][f"stream_speedup_{n_features}d"] = round(fast / slow, 1)
@@ -238,7 +264,15 @@ def main(argv: list[str] | None = None) -> int:
             result["training"][f"stream_cython_{d}d"]["sample_updates_per_s"] for d in dims
         )
         >= 50_000,
-        "speedup_1000_nodes>=50": min(result["predict"][f"1000x{d}"]["speedup"] for d in dims)
+        "speedup_predict_1000_nodes>=50": min(
+            result["predict"][f"1000x{d}"]["speedup"] for d in dims
+        )
+        >= 50,
+        "speedup_training_stream>=50": min(result["training"][f"stream_speedup_{d}d"] for d in dims)
+        >= 50,
+        "speedup_update_at_1000_nodes>=50": min(
+            result["training"][f"update_at_1000_nodes_{d}d"]["speedup"] for d in dims
+        )
         >= 50,
     }
     print(json.dumps(result, indent=2))
@@ -265,7 +299,12 @@ def markdown(result: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, row in result["training"].items():
-        if isinstance(row, dict):
+        if isinstance(row, dict) and "speedup" in row:
+            lines.append(
+                f"| {key} (us/update) | | | compiled {row['cython_us_per_update']}, numpy "
+                f"{row['numpy_us_per_update']} ({row['speedup']}x) | | |"
+            )
+        elif isinstance(row, dict):
             lines.append(
                 f"| {key} | {row['sample_updates']} | {row['seconds_cpu']} | "
                 f"{row['sample_updates_per_s']} | {row['tracemalloc_peak_mib']} | "

@@ -68,6 +68,7 @@ cdef extern from *:
     """
     void clifer_sq_distances(const float *x, const float *W, Py_ssize_t n_rows,
                              Py_ssize_t stride, Py_ssize_t d, float *out) noexcept nogil
+    float clifer_sq_distance(const float *a, const float *b, Py_ssize_t d) noexcept nogil
 
 
 cdef void sq_distances(const float* x, const float* W, Py_ssize_t n_rows, Py_ssize_t stride,
@@ -252,7 +253,7 @@ cdef double _two_best(float[:, :, ::1] W, float[:, ::1] g, long long n_nodes, Py
         if dist > second:
             continue
         for k in range(1, levels):
-            sq_distances(&g[k, 0], &W[node, k, 0], 1, 0, d, &sq)
+            sq = clifer_sq_distance(&g[k, 0], &W[node, k, 0], d)  # inlined: no call per node
             dist += alphas[k] * sqrt(<double>sq)
         if _before(dist, node, best, b):
             second = best
