@@ -371,8 +371,10 @@ class GrowingDualMemory:
 
         Raises
         ------
+        FileNotFoundError
+            If there is no file at ``path`` (a person without a memory yet).
         MemoryFileError
-            If the file is missing, damaged, truncated, not a memory file or from a newer version.
+            If the file is damaged, truncated, not a memory file or from a newer version.
         """
         from clifer_edge.memory.persistence import load_memory
 
