@@ -87,6 +87,12 @@ class GrowingDualMemory:
     n_episodes_ : int
         Number of successful :meth:`partial_fit` calls.
 
+    Notes
+    -----
+    One memory is not safe to use from two threads at once: the compiled training loop releases
+    the GIL while it updates the buffers in place, so a caller that learns in one thread (e.g.
+    idle-time imagination) and predicts in another must hold one lock per memory.
+
     Examples
     --------
     >>> mem = GrowingDualMemory(seed=0).partial_fit(X, ["happiness"] * len(X))  # doctest: +SKIP
