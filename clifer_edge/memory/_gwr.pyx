@@ -27,8 +27,9 @@ cdef extern from *:
        Eight independent float accumulators give the compiler lanes to vectorise without
        reassociating any sum, so every build (SSE2, AVX2, NEON) returns bit-identical results. On x86-64 with glibc an AVX2 clone is compiled next to the
        portable baseline and picked at load time (no -march=native needed). */
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__GLIBC__) \
-        && !defined(CLIFER_NO_TARGET_CLONES)
+    #if defined(__x86_64__) && defined(__GLIBC__) && !defined(CLIFER_NO_TARGET_CLONES) \
+        && ((defined(__clang__) && __clang_major__ >= 14) \
+            || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 6))
     #define CLIFER_CLONES __attribute__((target_clones("avx2", "default")))
     #else
     #define CLIFER_CLONES
