@@ -109,7 +109,26 @@ def train(
 
     strategy = select_strategy()
     mixed = use_mixed_precision(cfg.mixed_precision)
+    previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        return _run(cfg, strategy, mixed, Path(data_path), out, resume, stop_after, progress)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(
+    cfg: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    mixed: bool,
+    data_path: Path,
+    out: Path,
+    resume: bool,
+    stop_after: int | None,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """The body of :func:`train`, under the chosen dtype policy."""
+    ckpt_dir = out / "checkpoints"
     keras.utils.set_random_seed(cfg.seed)
 
     train_faces, val_faces = data_lib.load_splits(data_path, cfg)
@@ -156,7 +175,7 @@ def train(
         manager=manager,
         epoch_var=epoch_var,
         grid_faces=val_faces if val_faces is not None else train_faces,
-        data_path=Path(data_path),
+        data_path=data_path,
         n_train=len(train_faces),
         mixed=mixed,
     )
