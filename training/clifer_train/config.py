@@ -59,7 +59,7 @@ class TrainConfig:
     perceptual_model: str | None = None  # a .keras feature extractor (e.g. converted VGG-Face)
     # --- optimisation ----------------------------------------------------------------------
     batch_size: int = 64
-    epochs: int = 10
+    epochs: int = 6
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     final_lr_fraction: float = 0.0  # linear decay from learning_rate to this fraction of it

@@ -278,6 +278,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.data_sha256 = _sha256(data_path) if data_path.is_file() else None
         self.n_train = n_train
         self.mixed = mixed
+        self.git_commit = _git_commit()  # the code that started the run, not a later checkout
         self.history = _read_history(out / "history.csv", int(epoch_var))
         self.writer = tf.summary.create_file_writer(str(out / "tensorboard" / "samples"))
 
@@ -321,7 +322,7 @@ class RunRecorder(keras.callbacks.Callback):
             "data_sha256": self.data_sha256,
             "train_split": self.cfg.train_split,
             "train_faces": self.n_train,
-            "git_commit": _git_commit(),
+            "git_commit": self.git_commit,
             "epochs_done": done,
             "epochs": self.cfg.epochs,
             "vocabulary": list(self.cfg.vocabulary),
