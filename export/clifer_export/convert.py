@@ -22,6 +22,7 @@ import io
 import json
 import os
 import subprocess
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,9 @@ def convert_model(
         converter.inference_output_type = tf.int8
     # The Keras exporter prints "Saved artifact at ..." for its temporary SavedModel; keep the CLI
     # output to what the user asked for.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        # The converter runs its own deprecated tf.lite.Interpreter internally; not ours to fix.
+        warnings.simplefilter("ignore", UserWarning)
         return converter.convert()
 
 
