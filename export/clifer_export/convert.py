@@ -149,7 +149,8 @@ def training_faces(
     run: TrainedRun, data: str | os.PathLike[str] | None = None, split: str = "Training"
 ) -> FaceDataset:
     """The run's training data (or ``data``), restricted to ``split`` when it has splits."""
-    source = data or run.info.get("data") or run.info.get("data_file") or "fer2013.npz"
+    source = data or run.info.get("data_file") or "fer2013.npz"
+    split = run.info.get("train_split", split)
     dataset = load_npz(source)
     if dataset.splits is not None and split in set(dataset.splits.tolist()):
         dataset = dataset.subset(dataset.splits == split)
@@ -263,6 +264,24 @@ def git_commit(directory: Path | None = None) -> str | None:
     return result.stdout.strip() or None
 
 
+def training_record(run: TrainedRun) -> dict[str, Any]:
+    """Provenance of the trained weights for the metadata: data, split, commit, epochs, config."""
+    info = run.info
+    record: dict[str, Any] = {"run_directory": run.directory.name}
+    if "data_file" in info:
+        record["data"] = Path(str(info["data_file"])).name
+    for key in ("data_sha256", "train_split", "train_faces", "git_commit", "epochs_done", "epochs"):
+        if key in info:
+            record[key] = info[key]
+    config = run.directory / "config.yaml"
+    if config.exists():
+        import yaml
+
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            record["config"] = yaml.safe_load(config.read_text(encoding="utf-8"))
+    return record
+
+
 def _write_atomic(path: Path, content: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(content)
@@ -318,7 +337,9 @@ def export_run(
         }
         calibration = {
             "data": Path(dataset.source).name,
-            "split": "Training" if dataset.splits is not None else None,
+            "split": run.info.get("train_split", "Training")
+            if dataset.splits is not None
+            else None,
             "samples": len(faces),
             "seed": seed,
             "generator_inputs": "encoder latents of the calibration faces x every expression",
@@ -331,22 +352,7 @@ def export_run(
             path = out / model_filename(role, variant)
             _write_atomic(path, content)
             entries[path.name] = _model_entry(path, role, variant)
-    training = {
-        key: run.info[key]
-        for key in (
-            "data",
-            "data_file",
-            "data_sha256",
-            "split",
-            "git_commit",
-            "commit",
-            "epochs_done",
-            "epochs",
-            "config",
-        )
-        if key in run.info
-    }
-    training["run_directory"] = run.directory.name
+    training = training_record(run)
     previous = out / METADATA_FILENAME
     if previous.exists():
         with contextlib.suppress(ValueError):

@@ -1,0 +1,153 @@
+"""Export of a real (tiny) training run to TFLite, with parity checks against Keras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from clifer_edge.datasets import load_npz  # noqa: E402
+from clifer_edge.models import ModelFileError, ModelMetadata, TFLiteModel, load_default_models  # noqa: E402
+from clifer_edge.models.litert import sha256_of  # noqa: E402
+from clifer_edge.preprocessing import preprocess_faces  # noqa: E402
+from clifer_export import cli  # noqa: E402
+from clifer_export.convert import ExportError, describe_models, export_run, load_run  # noqa: E402
+from clifer_export.parity import runtime_check, tensor_parity  # noqa: E402
+from clifer_train.config import TrainConfig  # noqa: E402
+from clifer_train.models import build_encoder, build_generator  # noqa: E402
+from clifer_train.train import train  # noqa: E402
+
+TINY = {
+    "encoder_filters": [8, 16, 16],
+    "generator_filters": [16, 16, 8],
+    "disc_filters": [8, 8, 8],
+    "dz_units": [8],
+    "classifier_units": [8],
+    "z_dim": 12,
+    "batch_size": 32,
+    "epochs": 1,
+    "max_train_samples": 64,
+    "max_val_samples": 32,
+    "grid_faces": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path):
+    """A clifer-train run of one epoch (two real training steps) on 64 FER2013 Training faces."""
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig.from_dict(TINY), data_dir / "fer2013.npz", out, progress=False)
+    return load_run(out)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    export_run(
+        tiny_run,
+        out,
+        ["int8", "float16", "float32"],
+        data=data_dir / "fer2013.npz",
+        n_calibration=64,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def test_faces(data_dir: Path) -> np.ndarray:
+    fer = load_npz(data_dir / "fer2013.npz")
+    test = fer.subset(np.flatnonzero(fer.splits == "PublicTest")[:96])
+    return preprocess_faces(test.images)
+
+
+def test_metadata_describes_every_file(tiny_run, exported: Path) -> None:
+    meta = ModelMetadata.load(exported / "metadata.json")
+    assert (meta.image_size, meta.channels, meta.z_dim) == (48, 1, TINY["z_dim"])
+    assert meta.vocabulary == tuple(tiny_run.info["vocabulary"])
+    assert sorted(meta.models) == sorted(
+        f"{role}_{variant}.tflite"
+        for role in ("encoder", "generator")
+        for variant in ("int8", "float16", "float32")
+    )
+    for name, entry in meta.models.items():
+        assert entry["sha256"] == sha256_of(exported / name)
+        assert entry["bytes"] == (exported / name).stat().st_size
+    int8_input = meta.models["encoder_int8.tflite"]["inputs"]["image"]
+    assert int8_input["dtype"] == "int8" and int8_input["scale"] > 0
+    assert meta.training["data_sha256"] == tiny_run.info["data_sha256"]
+    assert meta.training["epochs_done"] == 1
+    assert meta.export["calibration"]["samples"] == 64
+    sizes = {name: entry["bytes"] for name, entry in meta.models.items()}
+    assert sizes["encoder_int8.tflite"] < sizes["encoder_float16.tflite"]
+    assert sizes["encoder_float16.tflite"] < sizes["encoder_float32.tflite"]
+
+
+def test_all_formats_match_keras(tiny_run, exported: Path, test_faces: np.ndarray) -> None:
+    report = tensor_parity(tiny_run, exported, test_faces)
+    assert set(report) == {"int8", "float16", "float32"}
+    assert report["float32"]["latent"]["max_abs"] < 1e-4
+    assert report["float32"]["image"]["max_abs"] < 1e-4
+    assert report["float16"]["latent"]["max_abs"] < 2e-2
+    assert report["float16"]["image"]["max_abs"] < 2e-2
+    # int8: a few quantisation steps (1/128 for tanh outputs) on average, bounded at worst.
+    assert report["int8"]["latent"]["mean_abs"] < 4 / 128
+    assert report["int8"]["latent"]["max_abs"] < 0.25
+    assert report["int8"]["image"]["mean_abs"] < 4 / 128
+    assert report["int8"]["image_from_own_latent"]["mean_abs"] < 6 / 128
+
+
+def test_robot_loader_runs_every_format(exported: Path, test_faces: np.ndarray) -> None:
+    latents = {}
+    for variant in ("int8", "float16", "float32"):
+        encoder, generator = load_default_models(variant, model_dir=exported)
+        latents[variant] = encoder.encode(test_faces)
+        images = generator.generate(latents[variant][:7], list(generator.vocabulary))
+        assert images.shape == (7, 48, 48, 1)
+    np.testing.assert_allclose(latents["float16"], latents["float32"], atol=2e-2)
+    check = runtime_check(exported, ["int8", "float16", "float32"])
+    assert check["ok"], check
+    assert check["tensorflow_imported"] is False
+    assert check["int8"]["runtime"] == "ai_edge_litert.interpreter"
+
+
+def test_damaged_exports_fail_at_load(exported: Path, tmp_path: Path) -> None:
+    content = (exported / "generator_float32.tflite").read_bytes()
+    truncated = tmp_path / "generator_float32.tflite"
+    truncated.write_bytes(content[: len(content) * 3 // 4])
+    with pytest.raises(ModelFileError, match="cannot load"):
+        TFLiteModel(truncated)
+    foreign = tmp_path / "encoder_int8.tflite"
+    foreign.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ModelFileError, match="not a TFLite model"):
+        TFLiteModel(foreign)
+
+
+def test_cli_exports_and_merges_metadata(tiny_run, tmp_path: Path, data_dir: Path, capsys) -> None:
+    run_dir = str(tiny_run.directory)
+    data = str(data_dir / "fer2013.npz")
+    args = ["--checkpoint", run_dir, "--out", str(tmp_path), "--data", data]
+    assert cli.main([*args, "--format", "float32"]) == 0
+    assert cli.main([*args, "--format", "int8", "--calibration-samples", "16"]) == 0
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    # The second export keeps the first one's entries: same run, files unchanged.
+    assert sorted(meta["models"]) == [
+        "encoder_float32.tflite",
+        "encoder_int8.tflite",
+        "generator_float32.tflite",
+        "generator_int8.tflite",
+    ]
+    assert "int8" in capsys.readouterr().out
+    assert cli.main(["--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_inconsistent_models_are_refused(tiny_run) -> None:
+    other = TrainConfig.from_dict({**TINY, "z_dim": TINY["z_dim"] + 1})
+    with pytest.raises(ExportError, match="z size"):
+        describe_models(tiny_run.encoder, build_generator(other), {})
+    with pytest.raises(ExportError, match="train_info z_dim"):
+        describe_models(build_encoder(other), build_generator(other), tiny_run.info)
