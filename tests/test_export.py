@@ -8,18 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-from clifer_edge.datasets import load_npz  # noqa: E402
-from clifer_edge.models import ModelFileError, ModelMetadata, TFLiteModel, load_default_models  # noqa: E402
-from clifer_edge.models.litert import sha256_of  # noqa: E402
-from clifer_edge.preprocessing import preprocess_faces  # noqa: E402
-from clifer_export import cli  # noqa: E402
-from clifer_export.convert import ExportError, describe_models, export_run, load_run  # noqa: E402
-from clifer_export.parity import runtime_check, tensor_parity  # noqa: E402
-from clifer_train.config import TrainConfig  # noqa: E402
-from clifer_train.models import build_encoder, build_generator  # noqa: E402
-from clifer_train.train import train  # noqa: E402
+from clifer_edge.datasets import load_npz
+from clifer_edge.models import ModelFileError, ModelMetadata, TFLiteModel, load_default_models
+from clifer_edge.models.litert import sha256_of
+from clifer_edge.preprocessing import preprocess_faces
+from clifer_export import cli
+from clifer_export.convert import ExportError, describe_models, export_run, load_run
+from clifer_export.parity import runtime_check, tensor_parity
+from clifer_train.config import TrainConfig
+from clifer_train.models import build_encoder, build_generator
+from clifer_train.train import train
 
 TINY = {
     "encoder_filters": [8, 16, 16],
