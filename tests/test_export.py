@@ -14,8 +14,10 @@ from clifer_edge.models.litert import sha256_of
 from clifer_edge.preprocessing import preprocess_faces
 from clifer_export import cli
 from clifer_export.convert import ExportError, describe_models, export_run, load_run
-from clifer_export.parity import runtime_check, tensor_parity
+from clifer_export.parity import runtime_check, subject_splits, tensor_parity
+from clifer_export.quality import measure, sample_grid
 from clifer_train.config import TrainConfig
+from clifer_train.expression_classifier import build_classifier, load_classifier, train_classifier
 from clifer_train.models import build_encoder, build_generator
 from clifer_train.train import train
 
@@ -149,3 +151,51 @@ def test_inconsistent_models_are_refused(tiny_run) -> None:
         describe_models(tiny_run.encoder, build_generator(other), {})
     with pytest.raises(ExportError, match="train_info z_dim"):
         describe_models(build_encoder(other), build_generator(other), tiny_run.info)
+
+
+def test_subject_splits_keep_sequences_apart(data_dir: Path) -> None:
+    ck = load_npz(data_dir / "ckplus48.npz")
+    subjects, frame_splits = subject_splits(ck, ck.images)
+    keys = ck.sequence_keys()
+    assert len(subjects) > 50 and frame_splits > 0
+    for item in subjects:
+        assert set(ck.subjects[item.train]) == {item.subject} == set(ck.subjects[item.test])
+        assert set(ck.labels[item.test]) <= set(ck.labels[item.train])
+        # Across-sequence holdouts never share a sequence; single-sequence classes are the
+        # flagged exception (counted in frame_splits).
+        shared = set(keys[item.train]) & set(keys[item.test])
+        assert len(shared) <= frame_splits
+    jaffe = load_npz(data_dir / "jaffe.npz")
+    subjects, frame_splits = subject_splits(jaffe, jaffe.images)
+    assert len(subjects) == 10 and frame_splits == 0
+    assert all(len(set(jaffe.labels[s.test])) == 7 for s in subjects)
+
+
+def test_quality_measures_on_exported_models(
+    exported: Path, test_faces, data_dir, tmp_path
+) -> None:
+    encoder, generator = load_default_models("int8", model_dir=exported)
+    fer = load_npz(data_dir / "fer2013.npz")
+    labels = fer.labels[np.flatnonzero(fer.splits == "PublicTest")[:96]]
+    report = measure(encoder, generator, build_classifier(), test_faces[:32], labels[:32])
+    assert report["faces"] == 32
+    assert set(report["expression_control_accuracy"]) == set(generator.vocabulary)
+    assert all(0.0 <= v <= 1.0 for v in report["expression_control_accuracy"].values())
+    z = encoder.encode(test_faces[:32])
+    expected = np.mean(np.abs(generator.generate(z, list(labels[:32])) - test_faces[:32]))
+    assert report["reconstruction_l1"] == pytest.approx(float(expected), rel=1e-5)
+    assert report["identity_latent_l1_mean"] > 0.0
+    path = sample_grid(encoder, generator, test_faces[:3], tmp_path / "grid.png")
+    assert path.stat().st_size > 1000
+
+
+def test_expression_classifier_tool_trains_and_reports(data_dir: Path, tmp_path: Path) -> None:
+    report = train_classifier(
+        data_dir / "fer2013.npz", tmp_path / "judge.keras", epochs=1, batch_size=64, limit=192
+    )
+    assert report["train_faces"] == 192 and report["test_split"] == "PublicTest"
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    assert set(report["test_accuracy_per_class"]) == set(report["vocabulary"])
+    judge = load_classifier(tmp_path / "judge.keras")
+    assert judge.output_shape == (None, 7)
+    assert json.loads((tmp_path / "judge.json").read_text())["epochs"] == 1

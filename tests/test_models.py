@@ -169,6 +169,7 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         assert (DEFAULT_MODEL_DIR / name).stat().st_size == entry["bytes"]
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 def test_tensorflow_fallback_matches_litert(default_models, ck_faces) -> None:
     pytest.importorskip("tensorflow")
     encoder, _ = default_models
