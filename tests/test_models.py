@@ -74,13 +74,18 @@ def test_default_models_encode_and_generate_real_faces(default_models, ck_faces)
 
 def test_batching_does_not_change_results(default_models, ck_faces) -> None:
     encoder, generator = default_models
-    # 70 faces exceed MAX_BATCH (64), so this also covers the chunked path.
+    # 70 faces exceed the encoder's max_batch, so this also covers the chunked path.
     together = encoder.encode(ck_faces)
     one_by_one = np.concatenate([encoder.encode(face[None]) for face in ck_faces[:5]])
     step = encoder.model.outputs[0].scale
     np.testing.assert_allclose(together[:5], one_by_one, atol=step + 1e-6)
     assert encoder.encode(ck_faces[:0]).shape == (0, encoder.z_dim)
-    assert generator.generate(together[:3], ["neutral"] * 3).shape[0] == 3
+    expressions = [BASIC_EXPRESSIONS[i % 7] for i in range(10)]
+    chunked = generator.generate(together[:10], expressions)
+    single = np.concatenate(
+        [generator.generate(together[i : i + 1], e) for i, e in enumerate(expressions)]
+    )
+    np.testing.assert_allclose(chunked, single, atol=generator.model.outputs[0].scale + 1e-6)
 
 
 def test_bad_inputs_are_rejected_with_clear_errors(default_models, ck_faces) -> None:

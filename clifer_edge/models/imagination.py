@@ -31,8 +31,6 @@ METADATA_FILENAME = "metadata.json"
 VARIANTS: tuple[str, ...] = ("int8", "float16", "float32")
 #: Directory of the models bundled with the package.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-#: Largest batch given to the interpreter at once, to bound its tensor arena on the robot.
-MAX_BATCH = 64
 
 
 def model_filename(role: str, variant: str) -> str:
@@ -164,6 +162,11 @@ class _ImaginationPart:
     """Shared loading and checking of one exported model against its metadata."""
 
     role = ""
+    #: Largest batch handed to the interpreter at once. Bigger batches are split: they bound the
+    #: tensor arena on the robot, and past a few faces the activations leave the CPU caches and
+    #: each face gets slower (benchmarks/bench_models.py; per-face time of the default int8
+    #: generator doubles from a batch of 4 to 16 on an x86 core).
+    max_batch = 8
 
     def __init__(
         self,
@@ -195,11 +198,12 @@ class _ImaginationPart:
 
     def _run_batched(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         n = next(iter(inputs.values())).shape[0]
-        if n <= MAX_BATCH:
+        step = self.max_batch
+        if n <= step:
             return self.model.run(inputs)[0]
         parts = [
-            self.model.run({k: v[i : i + MAX_BATCH] for k, v in inputs.items()})[0]
-            for i in range(0, n, MAX_BATCH)
+            self.model.run({k: v[i : i + step] for k, v in inputs.items()})[0]
+            for i in range(0, n, step)
         ]
         return np.concatenate(parts)
 
@@ -228,6 +232,7 @@ class Encoder(_ImaginationPart):
     """
 
     role = "encoder"
+    max_batch = 16
 
     def _check_shapes(self) -> None:
         meta = self.metadata
@@ -288,6 +293,7 @@ class Generator(_ImaginationPart):
     """
 
     role = "generator"
+    max_batch = 4
 
     def _check_shapes(self) -> None:
         meta = self.metadata
