@@ -171,47 +171,69 @@ def _class_order(labels: Iterable[str]) -> list[str]:
     return order + sorted(present - set(order))
 
 
-def gdm_f1(
-    latents: np.ndarray, subjects: list[SubjectFaces], seeds: Iterable[int] = (0,)
-) -> dict[str, Any]:
+def gdm_f1(latents: np.ndarray, subjects: list[SubjectFaces], seed: int = 0) -> dict[str, Any]:
     """Per-subject macro F1 of a GDM trained class by class on ``latents`` (rows as in the data).
 
     One memory per subject, one episode per class (neutral first), then prediction of the
-    held-out faces by the episodic and the semantic memory. The GDM's own randomness moves F1 by
-    a few points, so each subject's F1 is averaged over memories grown with each of ``seeds``.
+    held-out faces by the episodic and the semantic memory.
     """
     from sklearn.metrics import f1_score
 
     from clifer_edge.memory import GrowingDualMemory
 
-    seeds = list(seeds)
     per_subject: dict[str, dict[str, float]] = {}
     for item in subjects:
+        memory = GrowingDualMemory(seed=seed)
         train_labels = item.labels[item.train]
+        for label in _class_order(train_labels.tolist()):
+            rows = item.train[train_labels == label]
+            memory.partial_fit(latents[rows], [label] * len(rows))
         truth = item.labels[item.test].tolist()
         classes = sorted(set(truth))
-        scores: dict[str, list[float]] = {"episodic": [], "semantic": []}
-        for seed in seeds:
-            memory = GrowingDualMemory(seed=seed)
-            for label in _class_order(train_labels.tolist()):
-                rows = item.train[train_labels == label]
-                memory.partial_fit(latents[rows], [label] * len(rows))
-            for which, values in scores.items():
-                predicted = memory.predict(latents[item.test], memory=which)
-                values.append(
-                    100.0
-                    * f1_score(truth, predicted, labels=classes, average="macro", zero_division=0)
+        per_subject[item.subject] = {
+            which: 100.0
+            * float(
+                f1_score(
+                    truth,
+                    memory.predict(latents[item.test], memory=which),
+                    labels=classes,
+                    average="macro",
+                    zero_division=0,
                 )
-        per_subject[item.subject] = {which: float(np.mean(v)) for which, v in scores.items()}
+            )
+            for which in ("episodic", "semantic")
+        }
     summary = {
         which: float(np.mean([s[which] for s in per_subject.values()]))
         for which in ("episodic", "semantic")
     }
+    return {"subjects": len(per_subject), "mean_f1": summary, "per_subject": per_subject}
+
+
+def repeated_gdm_f1(
+    latents: np.ndarray, dataset: FaceDataset, seeds: Iterable[int]
+) -> dict[str, Any]:
+    """:func:`gdm_f1` over several held-out draws (split and GDM seeded alike), averaged.
+
+    A GWR network grows differently after a small change in its inputs, so one split gives F1
+    differences of a few points either way; averaging over draws shows the systematic part.
+    """
+    seeds = list(seeds)
+    runs = []
+    for seed in seeds:
+        subjects, frame_splits = subject_splits(dataset, latents, seed=seed)
+        runs.append(gdm_f1(latents, subjects, seed))
+    memories = ("episodic", "semantic")
+    names = runs[0]["per_subject"]
     return {
-        "subjects": len(per_subject),
-        "seeds": seeds,
-        "mean_f1": summary,
-        "per_subject": per_subject,
+        "subjects": runs[0]["subjects"],
+        "seeds": list(seeds),
+        "frame_splits": frame_splits,
+        "mean_f1": {w: float(np.mean([r["mean_f1"][w] for r in runs])) for w in memories},
+        "per_subject": {
+            name: {w: float(np.mean([r["per_subject"][name][w] for r in runs])) for w in memories}
+            for name in names
+        },
     }
 
 
@@ -234,31 +256,37 @@ def downstream_parity(
     model_dir: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
     seed: int = 0,
-    gdm_seeds: int = 3,
+    gdm_seeds: int = 5,
 ) -> dict[str, Any]:
     """GDM F1 per subject on CK+ and JAFFE with Keras vs int8 encoder latents.
 
-    Both runs use the same splits and the same GDM seeds, so the difference is the encoder's.
+    Both runs use the same held-out draws and GDM seeds, so the difference is the encoder's.
     """
     encoder = TFLiteModel(Path(model_dir) / model_filename("encoder", "int8"))
     data_dir = Path(data_dir)
     sets: dict[str, tuple[FaceDataset, np.ndarray, str]] = {}
     ck = load_npz(data_dir / "ckplus48.npz")
     sets["CK+"] = (ck, preprocess_faces(ck.images, run.image_size, run.channels), "48x48 crops")
-    jaffe = load_npz(data_dir / "jaffe.npz")
-    jaffe_kept, jaffe_crops = jaffe_faces(jaffe, run.image_size, run.channels)
-    note = f"Haar detection on full photos: {len(jaffe_kept)} of {len(jaffe)} faces found"
-    sets["JAFFE"] = (jaffe_kept, jaffe_crops, note)
     report: dict[str, Any] = {}
+    jaffe = load_npz(data_dir / "jaffe.npz")
+    try:
+        jaffe_kept, jaffe_crops = jaffe_faces(jaffe, run.image_size, run.channels)
+    except ImportError as error:
+        # The face detector belongs to the robot side; without it JAFFE's full photos cannot
+        # be cropped, and the report says so instead of silently leaving JAFFE out.
+        report["JAFFE"] = {"skipped": f"no face detector available ({error})"}
+    else:
+        note = f"Haar detection on full photos: {len(jaffe_kept)} of {len(jaffe)} faces found"
+        sets["JAFFE"] = (jaffe_kept, jaffe_crops, note)
     for name, (dataset, faces, faces_note) in sets.items():
-        subjects, frame_splits = subject_splits(dataset, faces, seed=seed)
         float_z = np.asarray(run.encoder.predict(faces, batch_size=128, verbose=0), np.float32)
         int8_z = np.concatenate(
             [encoder.run([faces[i : i + 64]])[0] for i in range(0, len(faces), 64)]
         )
-        seeds = range(seed, seed + gdm_seeds)
-        float_f1 = gdm_f1(float_z, subjects, seeds)
-        int8_f1 = gdm_f1(int8_z, subjects, seeds)
+        seeds = list(range(seed, seed + gdm_seeds))
+        float_f1 = repeated_gdm_f1(float_z, dataset, seeds)
+        int8_f1 = repeated_gdm_f1(int8_z, dataset, seeds)
+        frame_splits = float_f1["frame_splits"]
         loss = {
             which: float_f1["mean_f1"][which] - int8_f1["mean_f1"][which]
             for which in ("episodic", "semantic")
@@ -266,7 +294,7 @@ def downstream_parity(
         report[name] = {
             "faces": faces_note,
             "subjects": float_f1["subjects"],
-            "gdm_seeds": float_f1["seeds"],
+            "seeds": float_f1["seeds"],
             "classes_split_inside_a_sequence": frame_splits,
             "float_f1": float_f1["mean_f1"],
             "int8_f1": int8_f1["mean_f1"],
@@ -329,7 +357,7 @@ def parity_report(
     n_faces: int = DEFAULT_PARITY_FACES,
     downstream: bool = True,
     seed: int = 0,
-    gdm_seeds: int = 3,
+    gdm_seeds: int = 5,
 ) -> dict[str, Any]:
     """The full report (see module docstring) as a JSON-friendly dict."""
     variants = list(variants)
@@ -391,6 +419,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             "| --- | --- | ---: | --- | ---: | ---: | ---: |",
         ]
         for name, r in report["gdm"].items():
+            if "skipped" in r:
+                lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
+                continue
             for which in ("episodic", "semantic"):
                 lines.append(
                     f"| {name} | {r['faces']} | {r['subjects']} | {which} | "
@@ -409,7 +440,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(
             "Per-subject GDM protocol (one memory per subject, classes learned one by one, neutral "
             "first; whole sequences held out), macro F1 in points, mean over subjects and "
-            f"{len(next(iter(report['gdm'].values()))['gdm_seeds'])} GDM seeds; target: at "
+            f"{len(report['gdm']['CK+']['seeds'])} held-out draws; target: at "
             f"most {report['f1_tolerance_points']:g} point lost."
         )
     return "\n".join(lines) + "\n"
