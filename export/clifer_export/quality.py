@@ -88,7 +88,11 @@ def measure(
 
 
 def sample_grid(
-    encoder: Encoder, generator: Generator, faces: np.ndarray, path: str | os.PathLike[str]
+    encoder: Encoder,
+    generator: Generator,
+    faces: np.ndarray,
+    path: str | os.PathLike[str],
+    row_labels: list[str] | None = None,
 ) -> Path:
     """PNG with one row per face: the input, then G(E(x), c) for every expression c."""
     import matplotlib
@@ -109,6 +113,8 @@ def sample_grid(
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(title, fontsize=8)
+            if col == 0 and row_labels:
+                ax.set_ylabel(row_labels[row], fontsize=8)
     fig.suptitle("PublicTest faces and G(E(x), c) for each expression c (int8 TFLite)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     grid_rows = [int(np.flatnonzero(test.labels[rows] == c)[0]) for c in meta.vocabulary]
-    sample_grid(encoder, generator, faces[grid_rows], out / "samples.png")
+    sample_grid(encoder, generator, faces[grid_rows], out / "samples.png", list(meta.vocabulary))
     (out / "quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
     return 0
