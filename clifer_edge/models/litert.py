@@ -228,7 +228,9 @@ class TFLiteModel:
             details = self._interpreter.get_output_details()
         names = {int(d["index"]): _short_name(d["name"]) for d in details}
         # The serving signature holds the Keras input names; prefer them to tensor names.
-        signatures = self._interpreter.get_signature_list()
+        # (old tflite_runtime builds have no signature API: tensor names are used then).
+        get_signatures = getattr(self._interpreter, "get_signature_list", None)
+        signatures = get_signatures() if get_signatures is not None else {}
         if len(signatures) == 1:
             runner = self._interpreter.get_signature_runner(next(iter(signatures)))
             named = runner.get_input_details() if kind == "inputs" else runner.get_output_details()
