@@ -160,11 +160,24 @@ def evaluate(rt: ExpressionRuntime, subject: Subject, seen: list[str]) -> tuple[
     return f1_seen, _macro_f1(truth, predicted, subject.classes)
 
 
+def _face_crop(rt: ExpressionRuntime, subject: Subject, image: np.ndarray) -> np.ndarray | None:
+    """The model input the runtime makes of one of the subject's images (None if no face)."""
+    from clifer_edge.preprocessing import preprocess_face
+
+    size, channels = rt.image_size, rt.channels
+    if not subject.full_frames:
+        return preprocess_face(image, size, channels)
+    found = rt.detector.detect(image)
+    if not found:
+        return None
+    return preprocess_face(image, size, channels, box=found[0].box, margin=rt.config.faces.margin)
+
+
 def imagined_grid(rt: ExpressionRuntime, subjects: list[Subject], path: Path) -> int:
     """Decode one episodic prototype per subject under every expression; save a PNG grid.
 
-    The prototype is one of the subject's first class (neutral for JAFFE): the row shows what the
-    robot imagines that person looks like with the expressions it never saw at that point.
+    The prototype is one of the subject's first class (neutral for JAFFE): the row shows a real
+    face of that class, then what the robot imagines the person looks like with each expression.
     """
     import matplotlib
 
@@ -172,36 +185,47 @@ def imagined_grid(rt: ExpressionRuntime, subjects: list[Subject], path: Path) ->
     import matplotlib.pyplot as plt
 
     vocabulary = [str(c) for c in rt.generator.metadata.vocabulary]
-    rows: list[tuple[str, str, np.ndarray]] = []
+    rows: list[tuple[str, str, np.ndarray, np.ndarray | None]] = []
     for subject in subjects:
         state = rt.persons.get(subject.name)
         prototypes, labels = rt.scheduler.real_prototypes(state)
         first = [i for i, label in enumerate(labels) if label == subject.classes[0]]
         if first:
-            rows.append((subject.name, labels[first[0]], prototypes[first[0]]))
+            real = _face_crop(rt, subject, subject.train[subject.classes[0]][0])
+            rows.append((subject.name, labels[first[0]], prototypes[first[0]], real))
     if not rows:
         return 0
     z = rt.calibration.to_latent(np.stack([row[2] for row in rows]))
     faces = rt.generator.generate(np.repeat(z, len(vocabulary), axis=0), vocabulary * len(rows))
-    images = to_uint8(faces)[..., 0] if faces.shape[-1] == 1 else to_uint8(faces)
+    images = to_uint8(faces)
+    columns = len(vocabulary) + 1
     fig, axes = plt.subplots(
-        len(rows), len(vocabulary), figsize=(1.3 * len(vocabulary), 1.4 * len(rows)), squeeze=False
+        len(rows), columns, figsize=(1.3 * columns, 1.4 * len(rows)), squeeze=False
     )
-    for r, (name, source, _) in enumerate(rows):
-        for c, target in enumerate(vocabulary):
+    for r, (name, source, _, real) in enumerate(rows):
+        for c in range(columns):
             ax = axes[r, c]
-            ax.imshow(images[r * len(vocabulary) + c], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
+            if c == 0:
+                if real is not None:
+                    ax.imshow(to_uint8(real)[..., 0], cmap="gray", vmin=0, vmax=255)
+                ax.set_ylabel(f"{name}\n({source})", fontsize=7)
+                if r == 0:
+                    ax.set_title("real face", fontsize=8)
+                continue
+            target = vocabulary[c - 1]
+            ax.imshow(images[r * len(vocabulary) + c - 1][..., 0], cmap="gray", vmin=0, vmax=255)
             if r == 0:
                 ax.set_title(target, fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"{name}\n({source})", fontsize=7)
             if target == source:
                 for spine in ax.spines.values():
                     spine.set_color("tab:green")
                     spine.set_linewidth(2)
-    fig.suptitle("G(prototype, expression): green = the expression the person showed", fontsize=9)
+    fig.suptitle(
+        "a real face, then G(episodic prototype, expression); green = the expression shown",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
