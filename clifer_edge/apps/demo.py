@@ -373,10 +373,8 @@ def _table(
         f"{'seen F1':>9}{'+imag':>7}{'all F1':>8}{'+imag':>7}{'gain':>7}{'imag s':>8}"
     )
     print("\nmacro F1 on held-out faces, mean over the steps of class-incremental learning")
-    print(
-        "(seen = classes taught so far; all = all the person's classes; +imag = with "
-        "imagination; gain = all F1 +imag - all F1; imag s = seconds spent imagining)"
-    )
+    print("(seen = classes taught so far; all = all the person's classes; +imag = with")
+    print(" imagination; gain = all F1 +imag - all F1; imag s = seconds spent imagining)")
     print(header)
     print("-" * len(header))
     rows = []
