@@ -68,11 +68,15 @@ class PixelPCA:
     Faces (48x48 grey, [-1, 1]) are projected on the first ``n_components`` principal axes of a
     fitting set of different subjects (FER2013 Training by default, which shares no one with CK+
     or JAFFE), then scaled to a fixed norm ``scale``. The fixed norm removes global contrast and
-    puts distances on the scale the GDM's activation thresholds expect (activation
-    ``exp(-distance)``; with ``scale`` 4, faces of one person lie about 0.5-2 apart).
+    puts distances where the GDM's activation thresholds act (activation ``exp(-distance)``,
+    insertion below 0.4 episodic / 0.2 semantic): at norm 1, faces of different people lie about
+    1 apart and one person's different expressions about 0.2-0.45 apart (measured on CK+), so
+    with the default ``scale`` 16 a new expression of a person (distance ~3-7, activation
+    < 0.05) gets its own nodes in both memories. Smaller scales starve the semantic memory of
+    nodes (at 4: 2-3 nodes per subject); above 16 the results plateau (see docs/evaluation.md).
     """
 
-    def __init__(self, n_components: int = 50, scale: float = 4.0, seed: int = 0) -> None:
+    def __init__(self, n_components: int = 50, scale: float = 16.0, seed: int = 0) -> None:
         if n_components < 1:
             raise ValueError(f"n_components={n_components} should be >= 1")
         if scale <= 0:
