@@ -13,6 +13,7 @@ import sys
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "gdm-demo": ("clifer_edge.apps.gdm_demo", "GDM on real faces (PCA features), per subject"),
+    "eval": ("clifer_edge.apps.evaluate", "CLIFER per-subject protocol on a data set"),
 }
 
 
