@@ -269,7 +269,8 @@ def prepare_subjects(
         raise ValueError(f"{features.shape[0]} feature rows for {len(dataset)} faces")
     if min_classes < 1:
         raise ValueError(f"min_classes={min_classes} should be >= 1")
-    keep = np.ones(len(dataset), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    # a copy: the caller's mask must not lose the excluded classes
+    keep = np.ones(len(dataset), dtype=bool) if valid is None else np.array(valid, dtype=bool)
     keep &= ~np.isin(dataset.labels, list(exclude_classes))
     rows = np.flatnonzero(keep)
     view = dataset.subset(rows)
@@ -423,12 +424,16 @@ class ProtocolResult:
 
 
 def order_starts(subjects: Sequence[SubjectData], which: str) -> list[str | None]:
-    """``"default"`` -> [None]; ``"all"`` -> one order starting from each class present."""
+    """``"default"`` -> [None]; ``"all"`` -> one order starting from each class present.
+
+    ``None`` is the default order (it starts from the first class, neutral when present), so
+    the summary always describes the default order.
+    """
     if which == "default":
         return [None]
     if which == "all":
-        classes = sorted({c for s in subjects for c in s.split.classes})
-        return list(class_order(classes))
+        classes = class_order(sorted({c for s in subjects for c in s.split.classes}))
+        return [None, *classes[1:]]
     raise ValueError(f"orders={which!r} should be 'default' or 'all'")
 
 
@@ -447,9 +452,10 @@ def run_protocol(
     if not subjects:
         raise ValueError("no subject to evaluate")
     starts = order_starts(subjects, orders)
+    present = sorted({c for data in subjects for c in data.split.classes})
     result = ProtocolResult(
         conditions=list(conditions),
-        orders={(s or "default"): class_order(BASIC_EXPRESSIONS, s) for s in starts},
+        orders={(s or "default"): class_order(present, s) for s in starts},
     )
     jobs = [(s, d, c) for s in starts for d in subjects for c in conditions]
     bar = tqdm(jobs, desc="subjects x conditions", unit="run", disable=not progress)

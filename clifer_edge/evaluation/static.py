@@ -45,10 +45,10 @@ def static_baseline(
     latents = encode(prepared.faces)
     model = LogisticRegression(max_iter=2000, C=1.0)
     model.fit(latents, training.labels)
-    per_subject = {}
+    per_subject: dict[str, float] = {}
     for data in subjects:
         predicted = model.predict(data.X_test)
-        per_subject[data.subject] = float(
+        per_subject[str(data.subject)] = float(
             f1_score(
                 data.y_test,
                 predicted,
@@ -62,7 +62,8 @@ def static_baseline(
         "description": (
             f"Multinomial logistic regression on encoder latents of {len(training)} "
             f"{training.source.rsplit('/', 1)[-1]} Training faces (other people; classes "
-            f"{sorted(set(training.labels))}), tested on each subject's held-out faces of all "
+            f"{', '.join(sorted(str(c) for c in set(training.labels)))}), tested on each "
+            "subject's held-out faces of all "
             "the subject's classes (macro F1; a class it was never trained on, e.g. contempt, "
             "counts as missed)."
         ),
