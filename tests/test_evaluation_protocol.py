@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from clifer_edge.datasets import load_npz
+from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.evaluation import ProtocolConfig, prepare_subjects, run_protocol, summarise
 from clifer_edge.evaluation.features import PixelPCA, prepare_faces
 from clifer_edge.evaluation.protocol import (
@@ -130,3 +130,22 @@ def test_few_shot_contempt_on_ckplus(ckplus):
             assert values["new_class_accuracy"] in (0.0, 1.0)
             assert not math.isnan(values["old_f1_before"])
     assert any("contempt" in reason for reason in skipped.values())
+
+
+def test_colour_and_grey_data_give_the_same_faces(data_dir):
+    dataset = load_npz(data_dir / "jaffe.npz")
+    grey = dataset.subset(np.arange(6))
+    colour = FaceDataset(
+        images=np.repeat(grey.images[..., None], 3, axis=3),
+        labels=grey.labels,
+        subjects=grey.subjects,
+        source="jaffe rgb",
+    )
+    detector = FaceDetector()
+    a = prepare_faces(grey, detector=detector, progress=False)
+    b = prepare_faces(colour, detector=detector, progress=False)
+    assert a.valid.all() and b.valid.all()
+    np.testing.assert_allclose(a.faces, b.faces, atol=1e-5)
+    # without a detector, full frames are taken as face crops and merely resized
+    c = prepare_faces(grey, size=32, progress=False)
+    assert c.faces.shape == (6, 32, 32, 1) and c.detection is None
