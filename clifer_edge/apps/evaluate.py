@@ -81,6 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gdm-config", default=None, help="GDM settings YAML (default: CLIFER's defaults)"
     )
     parser.add_argument(
+        "--latent-scale",
+        type=float,
+        default=1.0,
+        help="multiply encoder latents by this before the memories (1 = as on the robot); "
+        "the GDM's activation exp(-distance) makes its insertion thresholds scale-dependent",
+    )
+    parser.add_argument(
         "--few-shot-class",
         default="auto",
         help="class taught few-shot after the others: a name, 'auto' (a class beyond the basic "
@@ -127,12 +134,14 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     return encoder, generator, models
 
 
-def _imagine_fn(encoder: Any, generator: Any) -> Any:
+def _imagine_fn(encoder: Any, generator: Any, scale: float) -> Any:
     """Imagination as the robot does it (runtime helper's ``imagine_latents``)."""
     from clifer_edge.runtime.imagination import imagine_latents
 
     def imagine(prototypes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
-        return imagine_latents(prototypes, encoder, generator, labels)
+        # prototypes live in the scaled feature space; G and E work on raw latents
+        latents, imagined = imagine_latents(prototypes / scale, encoder, generator, labels)
+        return scale * latents, imagined
 
     return imagine
 
@@ -143,8 +152,8 @@ def _gdm_config(path: str | None) -> Any:
     return GDMConfig.from_yaml(path) if path else GDMConfig()
 
 
-def _encode(encoder: Any, faces: np.ndarray) -> np.ndarray:
-    return np.asarray(encoder.encode(faces), dtype=np.float32)
+def _encode(encoder: Any, faces: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    return scale * np.asarray(encoder.encode(faces), dtype=np.float32)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         check_split_arguments(args)
         conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
         shots = [int(k) for k in _parse_list(args.shots, None, "shots")]
+        if not args.latent_scale > 0:
+            raise ValueError(f"--latent-scale {args.latent_scale} should be > 0")
         if any(k < 1 for k in shots):
             raise ValueError(f"--shots {args.shots}: every k should be >= 1")
         progress = not args.no_progress
@@ -173,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         if not prepared.valid.any():
             raise DatasetError(f"{dataset.source}: no face found in any image")
         features = np.zeros((len(dataset), meta.z_dim), dtype=np.float32)
-        features[prepared.valid] = _encode(encoder, prepared.faces[prepared.valid])
+        features[prepared.valid] = _encode(
+            encoder, prepared.faces[prepared.valid], args.latent_scale
+        )
         config = ProtocolConfig(gdm_config=_gdm_config(args.gdm_config), seed=args.seed)
         subjects, skipped, leaks = choose_subjects(dataset, features, args, prepared.valid)
         name = Path(dataset.source).name
@@ -185,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
                 f"(skipped: {len(skipped)})"
             )
         print(f"{name}: {len(subjects)} subjects evaluated, {len(skipped)} skipped")
-        imagine = _imagine_fn(encoder, generator) if "clifer" in conditions else None
+        imagine = (
+            _imagine_fn(encoder, generator, args.latent_scale) if "clifer" in conditions else None
+        )
         result = run_protocol(subjects, conditions, config, imagine, args.orders, progress)
         result.skipped = skipped
         few_shot = _few_shot(args, dataset, features, prepared.valid, conditions, config, imagine)
@@ -261,7 +276,7 @@ def _static(
         return None
     return static_baseline(
         load_npz(args.static_train),
-        lambda faces: _encode(encoder, faces),
+        lambda faces: _encode(encoder, faces, args.latent_scale),
         encoder.metadata,
         subjects,
         args.static_samples,
@@ -290,7 +305,8 @@ def _meta(
         "models": models,
         "features": {
             "kind": "encoder",
-            "description": f"bundled {args.variant} CAAE encoder latents (z_dim "
+            "latent_scale": args.latent_scale,
+            "description": f"{args.variant} CAAE encoder latents x {args.latent_scale} (z_dim "
             f"{model_meta.z_dim}, {model_meta.image_size}x{model_meta.image_size}x"
             f"{model_meta.channels} faces)",
         },
