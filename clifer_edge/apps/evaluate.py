@@ -310,7 +310,8 @@ def _meta(
             f"{model_meta.z_dim}, {model_meta.image_size}x{model_meta.image_size}x"
             f"{model_meta.channels} faces)",
         },
-        "imagination": "after each class, up to 20 episodic prototypes of that class decoded "
+        "imagination": "after each class, up to 20 episodic prototypes (BMUs of that class's real "
+        "faces) decoded "
         "by G under every other expression of the model vocabulary, re-encoded by E, and "
         "trained in episodes of 5 with RNAT replay (runtime.imagination.imagine_latents)",
         "split_rule": SPLIT_RULE,

@@ -57,8 +57,9 @@ class ProtocolConfig:
     mlp_hidden : tuple of int
         Hidden layer sizes of the batch-learning MLP baseline.
     imagine_max_prototypes : int
-        At most this many episodic prototypes of the class just learned are imagined under the
-        other expressions after each class (bounds the idle-time work, as on the robot).
+        At most this many episodic prototypes (the BMUs of the class's real faces) are imagined
+        under the other expressions after each class (bounds the idle-time work, as on the
+        robot).
     seed : int
         Seeds the split, the episode order, the memories and the MLP.
     """
@@ -163,14 +164,18 @@ class _GDMLearner:
     def learn(self, X: np.ndarray, labels: Sequence[str]) -> None:
         self._train(X, labels)
         if self.imagine is not None:
-            self._imagine(set(labels))
+            self._imagine(X)
 
-    def _imagine(self, learned: set[str]) -> None:
-        """Imagine the prototypes of the class just learned under the other expressions."""
+    def _imagine(self, X: np.ndarray) -> None:
+        """Imagine the class just learned under the other expressions.
+
+        The prototypes imagined are the episodic nodes nearest to the class's real faces (the
+        BMUs of its episode): earlier imagined nodes are not imagined again, so imagination
+        never feeds on itself.
+        """
         prototypes, node_labels = self.memory.episodic_prototypes()
-        rows = np.flatnonzero(np.isin(np.asarray(node_labels, dtype=str), list(learned)))
-        if rows.size == 0:
-            return
+        distances = np.linalg.norm(X[:, None, :] - prototypes[None, :, :], axis=2)
+        rows = np.unique(np.argmin(distances, axis=1))
         if rows.size > self.config.imagine_max_prototypes:
             rows = self._rng.choice(rows, self.config.imagine_max_prototypes, replace=False)
         latents, labels = self.imagine(prototypes[rows], [node_labels[i] for i in rows])
