@@ -315,12 +315,15 @@ def prepare_subjects(
 
 
 def _f1(y_true: np.ndarray, y_pred: Sequence[str], labels: Sequence[str]) -> float:
-    """Macro F1 over ``labels`` (predictions outside them count as errors)."""
+    """Macro F1 over ``labels`` (predictions outside them count as errors).
+
+    Labels are sorted and the score rounded to 12 digits so that equal results compare equal
+    whatever the class order (rank tests across orders must not see round-off ties broken).
+    """
     if len(y_true) == 0:
         return math.nan
-    return float(
-        f1_score(y_true, list(y_pred), labels=list(labels), average="macro", zero_division=0)
-    )
+    score = f1_score(y_true, list(y_pred), labels=sorted(labels), average="macro", zero_division=0)
+    return round(float(score), 12)
 
 
 def _evaluate(learner: Any, data: SubjectData, seen: Sequence[str]) -> dict[str, dict[str, float]]:
