@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shots", default="1,3,5", help="few-shot sizes k (default 1,3,5)")
     parser.add_argument(
+        "--few-shot-min-classes",
+        type=int,
+        default=2,
+        help="subjects need this many other classes for the few-shot run (default 2)",
+    )
+    parser.add_argument(
         "--static-train",
         default="fer2013.npz",
         help="person-independent training faces for the static baseline ('none' to skip)",
@@ -164,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         check_split_arguments(args)
         conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
         shots = [int(k) for k in _parse_list(args.shots, None, "shots")]
+        if args.few_shot_min_classes < 1:
+            raise ValueError(f"--few-shot-min-classes {args.few_shot_min_classes} should be >= 1")
         if not args.latent_scale > 0:
             raise ValueError(f"--latent-scale {args.latent_scale} should be > 0")
         if any(k < 1 for k in shots):
@@ -243,7 +251,7 @@ def _few_shot(
         config,
         imagine,
         shots=[int(k) for k in args.shots.split(",")],
-        min_classes=args.min_classes,
+        min_classes=args.few_shot_min_classes,
         max_subjects=args.max_subjects,
         test_fraction=args.test_fraction,
         allow_frame_split=args.frame_split != "never",
@@ -253,7 +261,8 @@ def _few_shot(
     return {
         "class": new_class,
         "description": (
-            f"After a subject's other classes (default order), {new_class} is taught from k of "
+            f"After a subject's other classes (default order; subjects with >= "
+            f"{args.few_shot_min_classes} of them), {new_class} is taught from k of "
             "its training faces in one episode; new-class accuracy = share of its held-out "
             "faces recognised as it; retention = F1 on the old classes' held-out faces before "
             "and after teaching. Split as above (frame split allowed for the new class unless "
