@@ -152,6 +152,30 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
     )
 
 
+def _per_subject_table(document: dict[str, Any]) -> list[str]:
+    """Final F1 (all classes seen) per subject, default order, with the static baseline."""
+    runs = [r for r in document["runs"] if r["order"] == "default"]
+    columns = [(c, m) for c in document["conditions"] for m in memories_of(c)]
+    static = document.get("static_baseline", {}).get("per_subject", {})
+    header = ["subject", "classes", *(f"{c} {m}" for c, m in columns)]
+    if static:
+        header.append("static")
+    rows = []
+    for subject in document["subjects"]:
+        name = subject["subject"]
+        finals = {
+            (r["condition"], m): r["steps"][-1]["f1"]["2"][m]
+            for r in runs
+            if r["subject"] == name
+            for m in memories_of(r["condition"])
+        }
+        row = [name, len(subject["classes"]), *(_fmt(finals.get(col), 2) for col in columns)]
+        if static:
+            row.append(_fmt(static.get(name), 2))
+        rows.append(row)
+    return ["## Per subject (final F1, all classes)", "", *_md_table(header, rows), ""]
+
+
 def plot_curves(document: dict[str, Any], path: Path, title: str) -> None:
     """F1 vs classes learned: rows = experiments, columns = episodic/semantic memory."""
     import matplotlib
@@ -269,6 +293,7 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         "![learning curves](learning_curves.png)",
         "",
     ]
+    lines += _per_subject_table(document)
     if "static_baseline" in document:
         sb = document["static_baseline"]
         lines += ["## Static baseline (person-independent)", "", sb["description"], ""]
