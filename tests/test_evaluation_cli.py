@@ -35,7 +35,7 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
     argv += ["--max-subjects", "2", "--static-samples", "600", "--shots", "1,2", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| clifer | 2 | semantic |" in printed and "static baseline F1" in printed
+    assert "| clifer | 2 | semantic |" in printed and "static baseline fallback: F1" in printed
     document = json.loads((out / "results.json").read_text())
     _check_summary(document, ["mlp", "gdm", "replay", "clifer"], 2)
     assert document["schema_version"] == SCHEMA_VERSION
@@ -52,8 +52,13 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
     clifer = [r for r in runs if r["condition"] == "clifer"]
     assert all(r["steps"][-1]["imagined"] > 0 for r in clifer)
     assert document["few_shot"]["class"] == "contempt"
-    assert document["static_baseline"]["n_subjects"] == 2
-    assert len(document["static_baseline"]["per_subject"]) == 2
+    baselines = {c["name"]: c for c in document["static_baseline"]["classifiers"]}
+    assert set(baselines) == {"fallback", "logreg"}
+    for baseline in baselines.values():
+        assert baseline["n_subjects"] == 2 and set(baseline["per_subject"]) == {"S011", "S014"}
+        assert 0.0 <= baseline["f1_mean"] <= 1.0
+    assert document["features"]["latent_space"] == "calibrated"
+    assert "calibration" in document
     report = (out / "report.md").read_text()
     assert "## Split rule" in report and "| clifer | 2 | semantic |" in report
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -63,6 +68,7 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     out = tmp_path / "jaffe"
     argv = ["eval", "--data", str(data_dir / "jaffe.npz"), "--detect-faces", "--out", str(out)]
     argv += ["--conditions", "gdm", "--orders", "all", "--max-subjects", "2"]
+    argv += ["--latent-space", "raw", "--latent-scale", "2"]
     argv += ["--static-train", "none", "--few-shot-class", "none", "--no-progress"]
     assert main(argv) == 0
     document = json.loads((out / "results.json").read_text())
@@ -71,6 +77,7 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     assert document["leaks_near_duplicates"] is False
     assert len(document["orders"]) == 7 and len(document["order_comparison"]) == 4
     assert "static_baseline" not in document and "few_shot" not in document
+    assert "calibration" not in document and document["features"]["latent_scale"] == 2.0
     assert (out / "orders.png").exists()
     assert "Kruskal" in (out / "report.md").read_text()
 

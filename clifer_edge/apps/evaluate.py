@@ -46,7 +46,7 @@ from clifer_edge.evaluation.report import (
     write_report,
 )
 from clifer_edge.evaluation.split import SPLIT_RULE
-from clifer_edge.evaluation.static import static_baseline
+from clifer_edge.evaluation.static import logistic_baseline, score_subjects
 from clifer_edge.faces import FaceDetector, FaceDetectorError
 from clifer_edge.preprocessing import InvalidImageError
 
@@ -81,10 +81,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gdm-config", default=None, help="GDM settings YAML (default: CLIFER's defaults)"
     )
     parser.add_argument(
+        "--latent-space",
+        choices=("calibrated", "raw"),
+        default="calibrated",
+        help="what the memories learn on: latents standardised with the encoder's FER2013 "
+        "calibration, as on the robot (default), or raw encoder latents",
+    )
+    parser.add_argument(
         "--latent-scale",
         type=float,
         default=1.0,
-        help="multiply encoder latents by this before the memories (1 = as on the robot); "
+        help="multiply the memories' features by this (1 = as on the robot); "
         "the GDM's activation exp(-distance) makes its insertion thresholds scale-dependent",
     )
     parser.add_argument(
@@ -140,16 +147,58 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     return encoder, generator, models
 
 
-def _imagine_fn(encoder: Any, generator: Any, scale: float) -> Any:
-    """Imagination as the robot does it (runtime helper's ``imagine_latents``)."""
+def _imagine_fn(encoder: Any, generator: Any, space: FeatureSpace) -> Any:
+    """Imagination as the robot does it (the runtime's ``imagine_latents``)."""
     from clifer_edge.runtime.imagination import imagine_latents
 
     def imagine(prototypes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
-        # prototypes live in the scaled feature space; G and E work on raw latents
-        latents, imagined = imagine_latents(prototypes / scale, encoder, generator, labels)
-        return scale * latents, imagined
+        # prototypes live in the memories' space; G and E work on encoder latents
+        latents, imagined = imagine_latents(space.to_latent(prototypes), encoder, generator, labels)
+        return space.to_memory(latents), imagined
 
     return imagine
+
+
+class FeatureSpace:
+    """Encoder latents <-> the memories' features (calibration standardisation, then a scale)."""
+
+    def __init__(self, calibration: Any, scale: float) -> None:
+        self.calibration = calibration
+        self.scale = scale
+
+    def to_memory(self, latents: np.ndarray) -> np.ndarray:
+        latents = np.asarray(latents, dtype=np.float32)
+        if self.calibration is not None:
+            latents = self.calibration.to_memory(latents)
+        return (self.scale * latents).astype(np.float32)
+
+    def to_latent(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float32) / self.scale
+        if self.calibration is not None:
+            return self.calibration.to_latent(points)
+        return np.clip(points, -1.0, 1.0)
+
+
+def _calibration(
+    args: argparse.Namespace, encoder: Any, models: dict[str, Any], progress: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The encoder's latent calibration: the file beside the models, else built from FER2013."""
+    from clifer_edge.runtime.calibration import (
+        CalibrationError,
+        LatentCalibration,
+        build_calibration,
+    )
+
+    encoder_path = Path(models["encoder"]["path"])
+    path = encoder_path.parent / f"calibration_{args.variant}.npz"
+    try:
+        calibration = LatentCalibration.load(path, encoder_sha256=models["encoder"]["sha256"])
+        return calibration, {"path": str(path), "sha256": sha256_file(path), "built": False}
+    except CalibrationError as error:
+        print(f"{error}; building a calibration from FER2013 for this run")
+    data = args.static_train if args.static_train != "none" else "fer2013.npz"
+    calibration, scores = build_calibration(encoder, encoder_path, data, progress=progress)
+    return calibration, {"path": None, "built": True, "data": data, "scores": scores}
 
 
 def _gdm_config(path: str | None) -> Any:
@@ -158,8 +207,8 @@ def _gdm_config(path: str | None) -> Any:
     return GDMConfig.from_yaml(path) if path else GDMConfig()
 
 
-def _encode(encoder: Any, faces: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    return scale * np.asarray(encoder.encode(faces), dtype=np.float32)
+def _encode(encoder: Any, faces: np.ndarray, space: FeatureSpace) -> np.ndarray:
+    return space.to_memory(encoder.encode(faces))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,10 +240,12 @@ def run(args: argparse.Namespace) -> int:
         prepared = prepare_faces(dataset, meta.image_size, meta.channels, detector, progress)
         if not prepared.valid.any():
             raise DatasetError(f"{dataset.source}: no face found in any image")
+        calibration, calibration_info = None, None
+        if args.latent_space == "calibrated":
+            calibration, calibration_info = _calibration(args, encoder, models, progress)
+        space = FeatureSpace(calibration, args.latent_scale)
         features = np.zeros((len(dataset), meta.z_dim), dtype=np.float32)
-        features[prepared.valid] = _encode(
-            encoder, prepared.faces[prepared.valid], args.latent_scale
-        )
+        features[prepared.valid] = _encode(encoder, prepared.faces[prepared.valid], space)
         config = ProtocolConfig(gdm_config=_gdm_config(args.gdm_config), seed=args.seed)
         subjects, skipped, leaks = choose_subjects(dataset, features, args, prepared.valid)
         name = Path(dataset.source).name
@@ -206,16 +257,15 @@ def run(args: argparse.Namespace) -> int:
                 f"(skipped: {len(skipped)})"
             )
         print(f"{name}: {len(subjects)} subjects evaluated, {len(skipped)} skipped")
-        imagine = (
-            _imagine_fn(encoder, generator, args.latent_scale) if "clifer" in conditions else None
-        )
+        imagine = _imagine_fn(encoder, generator, space) if "clifer" in conditions else None
         result = run_protocol(subjects, conditions, config, imagine, args.orders, progress)
         result.skipped = skipped
         few_shot = _few_shot(args, dataset, features, prepared.valid, conditions, config, imagine)
-        static = _static(args, dataset, encoder, subjects, progress)
-        document = build_results(
-            result, _meta(args, dataset, models, meta, prepared, leaks), few_shot, static
-        )
+        static = _static(args, encoder, space, subjects, progress)
+        info = _meta(args, dataset, models, meta, prepared, leaks)
+        if calibration_info is not None:
+            info["calibration"] = calibration_info
+        document = build_results(result, info, few_shot, static)
         document["seconds"] = round(time.perf_counter() - started, 1)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(document, args.out / "results.json")
@@ -224,8 +274,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(summary_table(document["summary"])))
-    if static is not None:
-        print(f"static baseline F1 {static['f1_mean']:.3f} ± {static['f1_ci95']:.3f}")
+    for baseline in (static or {}).get("classifiers", []):
+        print(
+            f"static baseline {baseline['name']}: F1 {baseline['f1_mean']:.3f} "
+            f"± {baseline['f1_ci95']:.3f}"
+        )
     print(f"wrote {args.out / 'results.json'}, " + ", ".join(str(p) for p in written))
     print(f"total {document['seconds']} s")
     return 0
@@ -276,22 +329,44 @@ def _few_shot(
 
 def _static(
     args: argparse.Namespace,
-    dataset: FaceDataset,
     encoder: Any,
+    space: FeatureSpace,
     subjects: list[Any],
     progress: bool,
 ) -> dict[str, Any] | None:
-    if args.static_train == "none":
+    """Person-independent classifiers on the same held-out faces."""
+    classifiers = []
+    if space.calibration is not None:
+        calibration = space.calibration
+        classifiers.append(
+            score_subjects(
+                "fallback",
+                "the runtime's answer for a person not learned yet: nearest FER2013 class mean "
+                "of the encoder's latent calibration",
+                lambda points: calibration.predict(np.asarray(points) / space.scale),
+                subjects,
+            )
+        )
+    if args.static_train != "none":
+        classifiers.append(
+            logistic_baseline(
+                load_npz(args.static_train),
+                lambda faces: _encode(encoder, faces, space),
+                encoder.metadata,
+                subjects,
+                args.static_samples,
+                args.seed,
+                progress,
+            )
+        )
+    if not classifiers:
         return None
-    return static_baseline(
-        load_npz(args.static_train),
-        lambda faces: _encode(encoder, faces, args.latent_scale),
-        encoder.metadata,
-        subjects,
-        args.static_samples,
-        args.seed,
-        progress,
-    )
+    return {
+        "description": "person-independent classifiers scored on each subject's held-out faces "
+        "of all the subject's classes (macro F1; a class a classifier cannot name, e.g. "
+        "contempt, counts as missed)",
+        "classifiers": classifiers,
+    }
 
 
 def _meta(
@@ -314,8 +389,10 @@ def _meta(
         "models": models,
         "features": {
             "kind": "encoder",
+            "latent_space": args.latent_space,
             "latent_scale": args.latent_scale,
-            "description": f"{args.variant} CAAE encoder latents x {args.latent_scale} (z_dim "
+            "description": f"{args.variant} CAAE encoder latents ({args.latent_space}) "
+            f"x {args.latent_scale} (z_dim "
             f"{model_meta.z_dim}, {model_meta.image_size}x{model_meta.image_size}x"
             f"{model_meta.channels} faces)",
         },

@@ -156,10 +156,11 @@ def _per_subject_table(document: dict[str, Any]) -> list[str]:
     """Final F1 (all classes seen) per subject, default order, with the static baseline."""
     runs = [r for r in document["runs"] if r["order"] == "default"]
     columns = [(c, m) for c in document["conditions"] for m in memories_of(c)]
-    static = document.get("static_baseline", {}).get("per_subject", {})
-    header = ["subject", "classes", *(f"{c} {m}" for c, m in columns)]
-    if static:
-        header.append("static")
+    static = {
+        c["name"]: c["per_subject"]
+        for c in document.get("static_baseline", {}).get("classifiers", [])
+    }
+    header = ["subject", "classes", *(f"{c} {m}" for c, m in columns), *static]
     rows = []
     for subject in document["subjects"]:
         name = subject["subject"]
@@ -170,8 +171,7 @@ def _per_subject_table(document: dict[str, Any]) -> list[str]:
             for m in memories_of(r["condition"])
         }
         row = [name, len(subject["classes"]), *(_fmt(finals.get(col), 2) for col in columns)]
-        if static:
-            row.append(_fmt(static.get(name), 2))
+        row += [_fmt(scores.get(name), 2) for scores in static.values()]
         rows.append(row)
     return ["## Per subject (final F1, all classes)", "", *_md_table(header, rows), ""]
 
@@ -258,6 +258,10 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         )
     features = document.get("features", {})
     lines.append(f"- features: {features.get('description', features.get('kind'))}")
+    if "calibration" in document:
+        cal = document["calibration"]
+        where = "built for this run from FER2013" if cal["built"] else f"`{cal['path']}`"
+        lines.append(f"- latent calibration: {where}")
     for name, model in document.get("models", {}).items():
         lines.append(f"- {name}: `{model['path']}` (sha256 `{model['sha256'][:16]}…`)")
     if document.get("imagination"):
@@ -296,10 +300,18 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
     lines += _per_subject_table(document)
     if "static_baseline" in document:
         sb = document["static_baseline"]
-        lines += ["## Static baseline (person-independent)", "", sb["description"], ""]
-        lines.append(
-            f"F1 on the same held-out faces (all classes): {_fmt(sb['f1_mean'])} ± "
-            f"{_fmt(sb['f1_ci95'])} (n = {sb['n_subjects']})"
+        lines += ["## Static baselines (person-independent)", "", sb["description"] + ".", ""]
+        lines += _md_table(
+            ["classifier", "F1 (mean ± 95% CI)", "n", "what"],
+            [
+                [
+                    c["name"],
+                    f"{_fmt(c['f1_mean'])} ± {_fmt(c['f1_ci95'])}",
+                    c["n_subjects"],
+                    c["description"],
+                ]
+                for c in sb["classifiers"]
+            ],
         )
         lines.append("")
     if "few_shot" in document:
