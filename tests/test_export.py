@@ -187,6 +187,10 @@ def test_quality_measures_on_exported_models(
     assert report["faces"] == 32
     assert set(report["expression_control_accuracy"]) == set(generator.vocabulary)
     assert all(0.0 <= v <= 1.0 for v in report["expression_control_accuracy"].values())
+    for target, verdicts in report["judged_as_by_target"].items():
+        assert sum(verdicts.values()) == pytest.approx(1.0)
+        assert verdicts[target] == report["expression_control_accuracy"][target]
+    assert all(-1.0 <= v <= 1.0 for v in report["expression_control_lift"].values())
     z = encoder.encode(test_faces[:32])
     expected = np.mean(np.abs(generator.generate(z, list(labels[:32])) - test_faces[:32]))
     assert report["reconstruction_l1"] == pytest.approx(float(expected), rel=1e-5)

@@ -5,7 +5,10 @@ TFLite files exactly as the robot runs them (:func:`clifer_edge.models.load_defa
 
 - **expression control**: an independent classifier (:mod:`clifer_train.expression_classifier`,
   trained on FER2013 Training) judges the imagined faces G(E(x), c); per target class c, the share
-  recognised as c. Its accuracy on the real PublicTest faces is given for reference;
+  recognised as c, and the *lift*: that share minus the mean share of faces imagined with the
+  other targets that the judge also calls c (0 = the condition makes no difference; it discounts
+  a judge that calls many generated faces by one class). The judge's accuracy on the real
+  PublicTest faces is given for reference;
 - **identity keeping**: mean L1 between E(G(E(x), c)) and E(x) per target class (latent units,
   [-1, 1]), against the mean L1 between the latents of two different faces for scale;
 - **reconstruction**: mean L1 between G(E(x), label(x)) and x, in [-1, 1] and in grey levels;
@@ -60,9 +63,17 @@ def measure(
     truth = np.array([index[label] for label in labels])
     real_pred = judged(faces)
     control, identity = {}, {}
+    # confusion[t, j]: share of faces imagined with target t that the judge calls j.
+    confusion = np.zeros((len(vocabulary), len(vocabulary)))
     for c, images in imagined.items():
-        control[c] = float(np.mean(judged(images) == index[c]))
+        verdicts = judged(images)
+        confusion[index[c]] = np.bincount(verdicts, minlength=len(vocabulary)) / len(verdicts)
+        control[c] = float(confusion[index[c], index[c]])
         identity[c] = float(np.mean(np.abs(encoder.encode(images) - z)))
+    # A judge biased towards a class (or fooled by artefacts) calls many imagined faces by that
+    # class whatever the target; the lift subtracts how often it does so for the other targets.
+    off_target = (confusion.sum(axis=0) - np.diag(confusion)) / (len(vocabulary) - 1)
+    lift = {c: float(confusion[i, i] - off_target[i]) for c, i in index.items()}
     reconstruction = generator.generate(z, list(labels))
     recon_l1 = float(np.mean(np.abs(reconstruction - faces)))
     rng = np.random.default_rng(seed)
@@ -79,6 +90,11 @@ def measure(
         "judge_accuracy_on_reconstructions": float(np.mean(judged(reconstruction) == truth)),
         "expression_control_accuracy": control,
         "expression_control_mean": float(np.mean(list(control.values()))),
+        "expression_control_lift": lift,
+        "expression_control_lift_mean": float(np.mean(list(lift.values()))),
+        "judged_as_by_target": {
+            c: {j: float(confusion[index[c], index[j]]) for j in vocabulary} for c in vocabulary
+        },
         "identity_latent_l1": identity,
         "identity_latent_l1_mean": float(np.mean(list(identity.values()))),
         "latent_l1_between_different_faces": between_faces,

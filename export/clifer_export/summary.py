@@ -17,18 +17,21 @@ from clifer_export.parity import to_markdown
 def quality_markdown(quality: dict[str, Any]) -> str:
     """Expression control and identity keeping, one row per target expression."""
     lines = [
-        "| target expression c | G(E(x), c) judged as c | real faces of class c judged as c | "
-        "identity L1 of E(G(E(x), c)) vs E(x) |",
-        "| --- | ---: | ---: | ---: |",
+        "| target expression c | G(E(x), c) judged as c | lift over other targets | "
+        "real faces of class c judged as c | identity L1 of E(G(E(x), c)) vs E(x) |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
+    lift = quality["expression_control_lift"]
     real = quality["judge_accuracy_on_real_faces_per_class"]
     for c, accuracy in quality["expression_control_accuracy"].items():
         lines.append(
-            f"| {c} | {100 * accuracy:.1f}% | {100 * real.get(c, float('nan')):.1f}% | "
+            f"| {c} | {100 * accuracy:.1f}% | {100 * lift[c]:+.1f} | "
+            f"{100 * real.get(c, float('nan')):.1f}% | "
             f"{quality['identity_latent_l1'][c]:.3f} |"
         )
     lines.append(
         f"| **mean** | **{100 * quality['expression_control_mean']:.1f}%** | "
+        f"**{100 * quality['expression_control_lift_mean']:+.1f}** | "
         f"{100 * quality['judge_accuracy_on_real_faces']:.1f}% (all faces) | "
         f"**{quality['identity_latent_l1_mean']:.3f}** |"
     )
