@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("clifer_edge.apps.demo", "the main job: real faces through the learning runtime"),
     "run": ("clifer_edge.apps.run", "recognise (and learn) faces from a video, camera or images"),
     "calibrate": ("clifer_edge.apps.calibrate", "calibrate the memories' latent space + fallback"),
+    "eval": ("clifer_edge.apps.evaluate", "CLIFER per-subject protocol on a data set"),
 }
 
 

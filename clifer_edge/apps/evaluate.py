@@ -1,0 +1,416 @@
+"""Measure personalised continual learning with the CLIFER per-subject protocol.
+
+Point it at a per-subject data set in the shared npz layout (``images``, ``labels``,
+``subjects``, optional ``sequences``). Faces (detected and cropped with ``--detect-faces``) are
+encoded by the bundled int8 encoder; for every subject the classes are learned one at a time
+(episodes of 5) under each condition: ``mlp`` (retrained from scratch on all seen data),
+``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal) and ``clifer`` (replay + imagination after
+each class). Experiment 1 tests on the subject's held-out faces of the classes seen so far,
+Experiment 2 on all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others,
+and the static person-independent baseline on the same held-out faces. Writes
+``results.json``, ``report.md`` and PNG plots to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clifer_edge import __version__
+from clifer_edge.apps._common import (
+    add_split_arguments,
+    check_split_arguments,
+    choose_subjects,
+    leak_warning,
+)
+from clifer_edge.datasets import DatasetError, FaceDataset, load_npz
+from clifer_edge.evaluation.features import prepare_faces
+from clifer_edge.evaluation.protocol import (
+    CONDITIONS,
+    ProtocolConfig,
+    few_shot_class,
+    run_few_shot_all,
+    run_protocol,
+)
+from clifer_edge.evaluation.report import (
+    build_results,
+    sha256_file,
+    summary_table,
+    write_json,
+    write_report,
+)
+from clifer_edge.evaluation.split import SPLIT_RULE
+from clifer_edge.evaluation.static import logistic_baseline, score_subjects
+from clifer_edge.faces import FaceDetector, FaceDetectorError
+from clifer_edge.preprocessing import InvalidImageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="per-subject npz file (shared layout)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument(
+        "--conditions",
+        default=",".join(CONDITIONS),
+        help=f"comma-separated among {', '.join(CONDITIONS)} (default all)",
+    )
+    parser.add_argument(
+        "--orders",
+        choices=("default", "all"),
+        default="default",
+        help="class orders: CLIFER's default, or one starting from each class "
+        "(adds a Kruskal-Wallis comparison)",
+    )
+    parser.add_argument(
+        "--detect-faces",
+        action="store_true",
+        help="images are full frames: detect and crop the largest face (Haar cascade)",
+    )
+    parser.add_argument("--yunet-model", default=None, help="use YuNet (this .onnx) to detect")
+    parser.add_argument(
+        "--model-dir", default=None, help="exported encoder/generator (default: bundled)"
+    )
+    parser.add_argument("--variant", default="int8", help="model variant (default int8)")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads (1)")
+    parser.add_argument(
+        "--gdm-config", default=None, help="GDM settings YAML (default: CLIFER's defaults)"
+    )
+    parser.add_argument(
+        "--latent-space",
+        choices=("calibrated", "raw"),
+        default="calibrated",
+        help="what the memories learn on: latents standardised with the encoder's FER2013 "
+        "calibration, as on the robot (default), or raw encoder latents",
+    )
+    parser.add_argument(
+        "--latent-scale",
+        type=float,
+        default=1.0,
+        help="multiply the memories' features by this (1 = as on the robot); "
+        "the GDM's activation exp(-distance) makes its insertion thresholds scale-dependent",
+    )
+    parser.add_argument(
+        "--few-shot-class",
+        default="auto",
+        help="class taught few-shot after the others: a name, 'auto' (a class beyond the basic "
+        "seven, e.g. CK+ contempt, else the last of the default order) or 'none'",
+    )
+    parser.add_argument("--shots", default="1,3,5", help="few-shot sizes k (default 1,3,5)")
+    parser.add_argument(
+        "--few-shot-min-classes",
+        type=int,
+        default=2,
+        help="subjects need this many other classes for the few-shot run (default 2)",
+    )
+    parser.add_argument(
+        "--static-train",
+        default="fer2013.npz",
+        help="person-independent training faces for the static baseline ('none' to skip)",
+    )
+    parser.add_argument(
+        "--static-samples",
+        type=int,
+        default=10000,
+        help="faces (seeded subset of its Training split) for the static baseline (10000)",
+    )
+    add_split_arguments(parser)
+
+
+def _parse_list(text: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"--{what} is empty")
+    for item in items:
+        if allowed is not None and item not in allowed:
+            raise ValueError(f"--{what}: {item!r} should be one of {list(allowed)}")
+    return items
+
+
+def _load_models(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """Encoder and generator plus the files' hashes (recorded with the results)."""
+    from clifer_edge.models import DEFAULT_MODEL_DIR, load_default_models, model_filename
+
+    encoder, generator = load_default_models(args.variant, args.threads, args.model_dir)
+    directory = Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_DIR
+    files = {
+        role: directory / model_filename(role, args.variant) for role in ("encoder", "generator")
+    }
+    files["metadata"] = directory / "metadata.json"
+    models = {
+        role: {"path": str(path), "sha256": sha256_file(path)} for role, path in files.items()
+    }
+    return encoder, generator, models
+
+
+def _imagine_fn(encoder: Any, generator: Any, space: FeatureSpace) -> Any:
+    """Imagination as the robot does it (the runtime's ``imagine_latents``)."""
+    from clifer_edge.runtime.imagination import imagine_latents
+
+    def imagine(prototypes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+        # prototypes live in the memories' space; G and E work on encoder latents
+        latents, imagined = imagine_latents(space.to_latent(prototypes), encoder, generator, labels)
+        return space.to_memory(latents), imagined
+
+    return imagine
+
+
+class FeatureSpace:
+    """Encoder latents <-> the memories' features (calibration standardisation, then a scale)."""
+
+    def __init__(self, calibration: Any, scale: float) -> None:
+        self.calibration = calibration
+        self.scale = scale
+
+    def to_memory(self, latents: np.ndarray) -> np.ndarray:
+        latents = np.asarray(latents, dtype=np.float32)
+        if self.calibration is not None:
+            latents = self.calibration.to_memory(latents)
+        return (self.scale * latents).astype(np.float32)
+
+    def to_latent(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float32) / self.scale
+        if self.calibration is not None:
+            return self.calibration.to_latent(points)
+        return np.clip(points, -1.0, 1.0)
+
+
+def _calibration(
+    args: argparse.Namespace, encoder: Any, models: dict[str, Any], progress: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The encoder's latent calibration: the file beside the models, else built from FER2013."""
+    from clifer_edge.runtime.calibration import (
+        CalibrationError,
+        LatentCalibration,
+        build_calibration,
+    )
+
+    encoder_path = Path(models["encoder"]["path"])
+    path = encoder_path.parent / f"calibration_{args.variant}.npz"
+    try:
+        calibration = LatentCalibration.load(path, encoder_sha256=models["encoder"]["sha256"])
+        return calibration, {"path": str(path), "sha256": sha256_file(path), "built": False}
+    except CalibrationError as error:
+        print(f"{error}; building a calibration from FER2013 for this run")
+    data = args.static_train if args.static_train != "none" else "fer2013.npz"
+    calibration, scores = build_calibration(encoder, encoder_path, data, progress=progress)
+    return calibration, {"path": None, "built": True, "data": data, "scores": scores}
+
+
+def _gdm_config(path: str | None) -> Any:
+    from clifer_edge.memory import GDMConfig
+
+    return GDMConfig.from_yaml(path) if path else GDMConfig()
+
+
+def _encode(encoder: Any, faces: np.ndarray, space: FeatureSpace) -> np.ndarray:
+    return space.to_memory(encoder.encode(faces))
+
+
+def run(args: argparse.Namespace) -> int:
+    from clifer_edge.models import ModelFileError
+
+    started = time.perf_counter()
+    try:
+        check_split_arguments(args)
+        conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
+        shots = [int(k) for k in _parse_list(args.shots, None, "shots")]
+        if args.few_shot_min_classes < 1:
+            raise ValueError(f"--few-shot-min-classes {args.few_shot_min_classes} should be >= 1")
+        if not args.latent_scale > 0:
+            raise ValueError(f"--latent-scale {args.latent_scale} should be > 0")
+        if any(k < 1 for k in shots):
+            raise ValueError(f"--shots {args.shots}: every k should be >= 1")
+        progress = not args.no_progress
+        dataset = load_npz(args.data)
+        if dataset.subjects is None:
+            raise DatasetError(
+                f"{dataset.source}: no 'subjects' array; the protocol is per subject"
+            )
+        encoder, generator, models = _load_models(args)
+        meta = encoder.metadata
+        detector = None
+        if args.detect_faces:
+            method = "yunet" if args.yunet_model else "haar"
+            detector = FaceDetector(method, model_path=args.yunet_model)
+        prepared = prepare_faces(dataset, meta.image_size, meta.channels, detector, progress)
+        if not prepared.valid.any():
+            raise DatasetError(f"{dataset.source}: no face found in any image")
+        calibration, calibration_info = None, None
+        if args.latent_space == "calibrated":
+            calibration, calibration_info = _calibration(args, encoder, models, progress)
+        space = FeatureSpace(calibration, args.latent_scale)
+        features = np.zeros((len(dataset), meta.z_dim), dtype=np.float32)
+        features[prepared.valid] = _encode(encoder, prepared.faces[prepared.valid], space)
+        config = ProtocolConfig(gdm_config=_gdm_config(args.gdm_config), seed=args.seed)
+        subjects, skipped, leaks = choose_subjects(dataset, features, args, prepared.valid)
+        name = Path(dataset.source).name
+        if leaks:
+            print(leak_warning(name))
+        if not subjects:
+            raise DatasetError(
+                f"{name}: no subject has >= {args.min_classes} splittable classes "
+                f"(skipped: {len(skipped)})"
+            )
+        print(f"{name}: {len(subjects)} subjects evaluated, {len(skipped)} skipped")
+        imagine = _imagine_fn(encoder, generator, space) if "clifer" in conditions else None
+        result = run_protocol(subjects, conditions, config, imagine, args.orders, progress)
+        result.skipped = skipped
+        few_shot = _few_shot(args, dataset, features, prepared.valid, conditions, config, imagine)
+        static = _static(args, encoder, space, subjects, progress)
+        info = _meta(args, dataset, models, meta, prepared, leaks)
+        if calibration_info is not None:
+            info["calibration"] = calibration_info
+        document = build_results(result, info, few_shot, static)
+        document["seconds"] = round(time.perf_counter() - started, 1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(document, args.out / "results.json")
+        written = write_report(document, args.out)
+    except (DatasetError, InvalidImageError, FaceDetectorError, ModelFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_table(document["summary"])))
+    for baseline in (static or {}).get("classifiers", []):
+        print(
+            f"static baseline {baseline['name']}: F1 {baseline['f1_mean']:.3f} "
+            f"± {baseline['f1_ci95']:.3f}"
+        )
+    print(f"wrote {args.out / 'results.json'}, " + ", ".join(str(p) for p in written))
+    print(f"total {document['seconds']} s")
+    return 0
+
+
+def _few_shot(
+    args: argparse.Namespace,
+    dataset: FaceDataset,
+    features: np.ndarray,
+    valid: np.ndarray,
+    conditions: list[str],
+    config: ProtocolConfig,
+    imagine: Any,
+) -> dict[str, Any] | None:
+    if args.few_shot_class == "none":
+        return None
+    new_class = few_shot_class(dataset, args.few_shot_class)
+    results, skipped = run_few_shot_all(
+        dataset,
+        features,
+        new_class,
+        conditions,
+        config,
+        imagine,
+        shots=[int(k) for k in args.shots.split(",")],
+        min_classes=args.few_shot_min_classes,
+        max_subjects=args.max_subjects,
+        test_fraction=args.test_fraction,
+        allow_frame_split=args.frame_split != "never",
+        valid=valid,
+        progress=not args.no_progress,
+    )
+    return {
+        "class": new_class,
+        "description": (
+            f"After a subject's other classes (default order; subjects with >= "
+            f"{args.few_shot_min_classes} of them), {new_class} is taught from k of "
+            "its training faces in one episode; new-class accuracy = share of its held-out "
+            "faces recognised as it; retention = F1 on the old classes' held-out faces before "
+            "and after teaching. Split as above (frame split allowed for the new class unless "
+            "--frame-split never)."
+        ),
+        "shots": [int(k) for k in args.shots.split(",")],
+        "results": results,
+        "skipped_subjects": skipped,
+    }
+
+
+def _static(
+    args: argparse.Namespace,
+    encoder: Any,
+    space: FeatureSpace,
+    subjects: list[Any],
+    progress: bool,
+) -> dict[str, Any] | None:
+    """Person-independent classifiers on the same held-out faces."""
+    classifiers = []
+    if space.calibration is not None:
+        calibration = space.calibration
+        classifiers.append(
+            score_subjects(
+                "fallback",
+                "the runtime's answer for a person not learned yet: nearest FER2013 class mean "
+                "of the encoder's latent calibration",
+                lambda points: calibration.predict(np.asarray(points) / space.scale),
+                subjects,
+            )
+        )
+    if args.static_train != "none":
+        classifiers.append(
+            logistic_baseline(
+                load_npz(args.static_train),
+                lambda faces: _encode(encoder, faces, space),
+                encoder.metadata,
+                subjects,
+                args.static_samples,
+                args.seed,
+                progress,
+            )
+        )
+    if not classifiers:
+        return None
+    return {
+        "description": "person-independent classifiers scored on each subject's held-out faces "
+        "of all the subject's classes (macro F1; a class a classifier cannot name, e.g. "
+        "contempt, counts as missed)",
+        "classifiers": classifiers,
+    }
+
+
+def _meta(
+    args: argparse.Namespace,
+    dataset: FaceDataset,
+    models: dict[str, Any],
+    model_meta: Any,
+    prepared: Any,
+    leaks: bool,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "package_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": ["clifer-edge", "eval", *sys.argv[2:]],
+        "data": {
+            "path": dataset.source,
+            "sha256": sha256_file(dataset.source),
+            "n_faces": len(dataset),
+        },
+        "models": models,
+        "features": {
+            "kind": "encoder",
+            "latent_space": args.latent_space,
+            "latent_scale": args.latent_scale,
+            "description": f"{args.variant} CAAE encoder latents ({args.latent_space}) "
+            f"x {args.latent_scale} (z_dim "
+            f"{model_meta.z_dim}, {model_meta.image_size}x{model_meta.image_size}x"
+            f"{model_meta.channels} faces)",
+        },
+        "imagination": "after each class, up to 20 episodic prototypes (BMUs of that class's real "
+        "faces) decoded "
+        "by G under every other expression of the model vocabulary, re-encoded by E, and "
+        "trained in episodes of 5 with RNAT replay (runtime.imagination.imagine_latents)",
+        "split_rule": SPLIT_RULE,
+        "split": {
+            "test_fraction": round(args.test_fraction, 4),
+            "seed": args.seed,
+            "min_classes": args.min_classes,
+            "frame_split": args.frame_split,
+            "max_subjects": args.max_subjects,
+        },
+        "leaks_near_duplicates": leaks,
+        "protocol": {"episode_size": 5, "gdm_config": _gdm_config(args.gdm_config).to_dict()},
+    }
+    if prepared.detection is not None:
+        meta["face_detection"] = prepared.detection
+    return meta

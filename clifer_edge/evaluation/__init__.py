@@ -1,0 +1,36 @@
+"""The CLIFER per-subject, class-incremental evaluation protocol (Churamani & Gunes 2020).
+
+Data flow: data set -> :mod:`~clifer_edge.evaluation.features` (faces, fixed features) ->
+:mod:`~clifer_edge.evaluation.split` (held-out faces per subject, sequence-disjoint) ->
+:mod:`~clifer_edge.evaluation.protocol` (classes one at a time, conditions, F1 per step) ->
+:mod:`~clifer_edge.evaluation.report` (``results.json``, ``report.md``, plots).
+"""
+
+from __future__ import annotations
+
+from clifer_edge.evaluation.protocol import (
+    CONDITIONS,
+    ProtocolConfig,
+    ProtocolResult,
+    class_order,
+    prepare_subjects,
+    run_protocol,
+    summarise,
+)
+from clifer_edge.evaluation.split import SPLIT_RULE, SubjectSplit, split_subject
+from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
+
+__all__ = [
+    "CONDITIONS",
+    "SPLIT_RULE",
+    "ProtocolConfig",
+    "ProtocolResult",
+    "SubjectSplit",
+    "class_order",
+    "kruskal_wallis",
+    "mean_ci95",
+    "prepare_subjects",
+    "run_protocol",
+    "split_subject",
+    "summarise",
+]

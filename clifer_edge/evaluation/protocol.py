@@ -1,0 +1,643 @@
+"""The CLIFER per-subject, class-incremental protocol, for any fixed feature extractor.
+
+For every subject, classes are presented one at a time in a class order; each class's training
+faces arrive in episodes of ``episode_size``. After each class the learner is tested on the
+subject's held-out faces:
+
+- Experiment 1 (remembering): held-out faces of the classes seen so far;
+- Experiment 2 (generalising): held-out faces of all the subject's classes, seen or not.
+
+Conditions (Churamani & Gunes 2020): ``mlp`` (an MLP retrained from scratch on everything seen
+so far, the batch-learning baseline), ``gdm`` (Growing Dual Memory), ``replay`` (GDM with RNAT
+pseudo-rehearsal after every episode) and ``clifer`` (``replay`` plus imagination after every
+class, as the robot would do in its idle time). The protocol works on precomputed features, so
+the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import f1_score
+from sklearn.neural_network import MLPClassifier
+from tqdm.auto import tqdm
+
+from clifer_edge.datasets import FaceDataset
+from clifer_edge.evaluation.split import SubjectSplit, split_subject
+from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
+from clifer_edge.labels import BASIC_EXPRESSIONS
+
+CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer")
+EXPERIMENTS: tuple[int, ...] = (1, 2)
+GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
+
+#: ``imagine(prototypes [n, d], labels) -> (latents [m, d], labels)``: imagined faces of the
+#: person under other expressions, in feature space (see ``runtime.imagination.imagine_latents``).
+ImagineFn = Callable[[np.ndarray, list[str]], tuple[np.ndarray, list[str]]]
+
+
+@dataclass
+class ProtocolConfig:
+    """Settings of one protocol run (everything that changes the numbers is here and reported).
+
+    Attributes
+    ----------
+    episode_size : int
+        Faces per training episode (CLIFER: 5).
+    gdm_config : object
+        A ``clifer_edge.memory.GDMConfig`` (``None``: CLIFER's defaults).
+    mlp_hidden : tuple of int
+        Hidden layer sizes of the batch-learning MLP baseline.
+    imagine_max_prototypes : int
+        At most this many episodic prototypes (the BMUs of the class's real faces) are imagined
+        under the other expressions after each class (bounds the idle-time work, as on the
+        robot).
+    seed : int
+        Seeds the split, the episode order, the memories and the MLP.
+    """
+
+    episode_size: int = 5
+    gdm_config: Any = None
+    mlp_hidden: tuple[int, ...] = (100,)
+    imagine_max_prototypes: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.episode_size < 1:
+            raise ValueError(f"episode_size={self.episode_size} should be >= 1")
+        if self.imagine_max_prototypes < 1:
+            raise ValueError(f"imagine_max_prototypes={self.imagine_max_prototypes} should be >= 1")
+
+
+def class_order(classes: Sequence[str], start: str | None = None) -> list[str]:
+    """The presentation order of ``classes``.
+
+    The default is CLIFER's (:data:`~clifer_edge.labels.BASIC_EXPRESSIONS`: neutral, happiness,
+    surprise, anger, fear, sadness, disgust), then any other class alphabetically. ``start``
+    rotates that cycle to begin at the given class (the paper's order comparison).
+    """
+    present = set(classes)
+    cycle = [c for c in BASIC_EXPRESSIONS] + sorted(present - set(BASIC_EXPRESSIONS))
+    if start is not None:
+        if start not in cycle:
+            raise ValueError(f"order start {start!r} is not one of the classes {cycle}")
+        i = cycle.index(start)
+        cycle = cycle[i:] + cycle[:i]
+    return [c for c in cycle if c in present]
+
+
+def memories_of(condition: str) -> tuple[str, ...]:
+    """Which outputs a condition reports F1 for."""
+    return ("mlp",) if condition == "mlp" else GDM_MEMORIES
+
+
+class _MLPLearner:
+    """Batch baseline: retrains an MLP from scratch on all faces seen so far after each class."""
+
+    def __init__(self, config: ProtocolConfig) -> None:
+        self.config = config
+        self._X: list[np.ndarray] = []
+        self._y: list[str] = []
+        self._model: MLPClassifier | None = None
+        self._only: str | None = None
+
+    def learn(self, X: np.ndarray, labels: Sequence[str]) -> None:
+        self._X.append(X)
+        self._y.extend(labels)
+        classes = sorted(set(self._y))
+        if len(classes) == 1:  # an MLP cannot be fitted to one class: it answers that class
+            self._model, self._only = None, classes[0]
+            return
+        self._model = MLPClassifier(
+            hidden_layer_sizes=self.config.mlp_hidden,
+            max_iter=500,
+            random_state=self.config.seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self._model.fit(np.concatenate(self._X), np.asarray(self._y))
+        self._only = None
+
+    def predict(self, X: np.ndarray) -> dict[str, list[str]]:
+        if self._model is None:
+            return {"mlp": [self._only or ""] * len(X)}
+        return {"mlp": [str(p) for p in self._model.predict(X)]}
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class _GDMLearner:
+    """GDM trained episode by episode, optionally with RNAT replay and imagination."""
+
+    def __init__(
+        self,
+        config: ProtocolConfig,
+        replay: bool,
+        imagine: ImagineFn | None,
+        memory: Any = None,
+    ) -> None:
+        from clifer_edge.memory import GrowingDualMemory  # the compiled kernels load on use
+
+        self.config = config
+        self.replay = replay
+        self.imagine = imagine
+        self.memory = memory or GrowingDualMemory(config.gdm_config, seed=config.seed)
+        self.imagined = 0
+        self._rng = np.random.default_rng(config.seed)
+
+    def _train(self, X: np.ndarray, labels: Sequence[str]) -> None:
+        size = self.config.episode_size
+        for start in range(0, len(X), size):
+            self.memory.partial_fit(X[start : start + size], list(labels[start : start + size]))
+            if self.replay:
+                self.memory.replay()
+
+    def learn(self, X: np.ndarray, labels: Sequence[str]) -> None:
+        self._train(X, labels)
+        if self.imagine is not None:
+            self._imagine(X)
+
+    def _imagine(self, X: np.ndarray) -> None:
+        """Imagine the class just learned under the other expressions.
+
+        The prototypes imagined are the episodic nodes nearest to the class's real faces (the
+        BMUs of its episode): earlier imagined nodes are not imagined again, so imagination
+        never feeds on itself.
+        """
+        prototypes, node_labels = self.memory.episodic_prototypes()
+        distances = np.linalg.norm(X[:, None, :] - prototypes[None, :, :], axis=2)
+        rows = np.unique(np.argmin(distances, axis=1))
+        if rows.size > self.config.imagine_max_prototypes:
+            rows = self._rng.choice(rows, self.config.imagine_max_prototypes, replace=False)
+        latents, labels = self.imagine(prototypes[rows], [node_labels[i] for i in rows])
+        if len(latents) == 0:
+            return
+        order = self._rng.permutation(len(latents))
+        latents = np.asarray(latents, dtype=np.float32)[order]
+        self._train(latents, [labels[i] for i in order])
+        self.imagined += len(latents)
+
+    def predict(self, X: np.ndarray) -> dict[str, list[str]]:
+        return {m: list(self.memory.predict(X, memory=m)) for m in GDM_MEMORIES}
+
+    def stats(self) -> dict[str, Any]:
+        s = self.memory.stats()
+        return {
+            "nodes": {m: int(s[m]["nodes"]) for m in GDM_MEMORIES},
+            "imagined": self.imagined,
+        }
+
+    def copy(self) -> _GDMLearner:
+        """An independent copy (through the memory's own file format, no pickle)."""
+        from clifer_edge.memory import GrowingDualMemory
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "memory.npz"
+            self.memory.save(path)
+            memory = GrowingDualMemory.load(path)
+        twin = _GDMLearner(self.config, self.replay, self.imagine, memory)
+        twin.imagined = self.imagined
+        return twin
+
+
+def make_learner(
+    condition: str, config: ProtocolConfig, imagine: ImagineFn | None = None
+) -> _MLPLearner | _GDMLearner:
+    """A fresh learner for one condition of :data:`CONDITIONS`."""
+    if condition == "mlp":
+        return _MLPLearner(config)
+    if condition in ("gdm", "replay"):
+        return _GDMLearner(config, replay=condition == "replay", imagine=None)
+    if condition == "clifer":
+        if imagine is None:
+            raise ValueError("condition 'clifer' needs an imagine function (encoder + generator)")
+        return _GDMLearner(config, replay=True, imagine=imagine)
+    raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
+
+
+@dataclass
+class SubjectData:
+    """One subject's features, split by :func:`~clifer_edge.evaluation.split.split_subject`."""
+
+    split: SubjectSplit
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def subject(self) -> str:
+        return self.split.subject
+
+
+def prepare_subjects(
+    dataset: FaceDataset,
+    features: np.ndarray,
+    min_classes: int = 4,
+    max_subjects: int | None = None,
+    test_fraction: float = 1.0 / 3.0,
+    seed: int = 0,
+    allow_frame_split: bool = False,
+    exclude_classes: Sequence[str] = (),
+    valid: np.ndarray | None = None,
+) -> tuple[list[SubjectData], dict[str, str]]:
+    """Split every subject and keep those with at least ``min_classes`` splittable classes.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_samples, n_features)
+        One feature row per data set row.
+    exclude_classes : sequence of str
+        Classes left out of the incremental run (the few-shot class is taught afterwards).
+    valid : ndarray of bool, optional
+        Rows usable at all (e.g. a face was detected); the others are ignored.
+
+    Returns
+    -------
+    subjects : list of SubjectData
+        In subject-name order, at most ``max_subjects``.
+    skipped : dict
+        Subject -> reason it was not used.
+    """
+    if dataset.subjects is None:
+        raise ValueError(f"{dataset.source}: no 'subjects' array; the protocol is per subject")
+    if features.shape[0] != len(dataset):
+        raise ValueError(f"{features.shape[0]} feature rows for {len(dataset)} faces")
+    if min_classes < 1:
+        raise ValueError(f"min_classes={min_classes} should be >= 1")
+    # a copy: the caller's mask must not lose the excluded classes
+    keep = np.ones(len(dataset), dtype=bool) if valid is None else np.array(valid, dtype=bool)
+    keep &= ~np.isin(dataset.labels, list(exclude_classes))
+    rows = np.flatnonzero(keep)
+    view = dataset.subset(rows)
+    subjects: list[SubjectData] = []
+    skipped: dict[str, str] = {}
+    for subject in sorted(set(dataset.subjects)):
+        if subject not in set(view.subjects):
+            skipped[subject] = "no usable faces"
+            continue
+        split = split_subject(view, subject, test_fraction, seed, allow_frame_split)
+        if len(split.classes) < min_classes:
+            reason = f"{len(split.classes)} splittable classes < {min_classes}"
+            if split.dropped:
+                reason += f" (single-sequence classes dropped: {', '.join(split.dropped)})"
+            skipped[subject] = reason
+            continue
+        if max_subjects is not None and len(subjects) >= max_subjects:
+            skipped[subject] = f"beyond --max-subjects {max_subjects}"
+            continue
+        train = rows[split.train]
+        test = rows[split.test]
+        in_classes = np.isin(dataset.labels[train], split.classes)
+        test_in = np.isin(dataset.labels[test], split.classes)
+        train, test = train[in_classes], test[test_in]
+        subjects.append(
+            SubjectData(
+                split=SubjectSplit(
+                    subject, train, test, split.classes, split.dropped, split.frame_split
+                ),
+                X_train=features[train],
+                y_train=dataset.labels[train],
+                X_test=features[test],
+                y_test=dataset.labels[test],
+            )
+        )
+    return subjects, skipped
+
+
+def _f1(y_true: np.ndarray, y_pred: Sequence[str], labels: Sequence[str]) -> float:
+    """Macro F1 over ``labels`` (predictions outside them count as errors).
+
+    Labels are sorted and the score rounded to 12 digits so that equal results compare equal
+    whatever the class order (rank tests across orders must not see round-off ties broken).
+    """
+    if len(y_true) == 0:
+        return math.nan
+    score = f1_score(y_true, list(y_pred), labels=sorted(labels), average="macro", zero_division=0)
+    return round(float(score), 12)
+
+
+def _evaluate(learner: Any, data: SubjectData, seen: Sequence[str]) -> dict[str, dict[str, float]]:
+    """F1 of every memory for Experiment 1 (seen classes) and 2 (all classes)."""
+    predictions = learner.predict(data.X_test)
+    is_seen = np.isin(data.y_test, list(seen))
+    result: dict[str, dict[str, float]] = {"1": {}, "2": {}}
+    for memory, predicted in predictions.items():
+        predicted = np.asarray(predicted, dtype=str)
+        result["1"][memory] = _f1(data.y_test[is_seen], predicted[is_seen], seen)
+        result["2"][memory] = _f1(data.y_test, predicted, data.split.classes)
+    return result
+
+
+def _class_rows(data: SubjectData, label: str, rng: np.random.Generator) -> np.ndarray:
+    """Training rows of one class, shuffled (the order faces reach the robot)."""
+    rows = np.flatnonzero(data.y_train == label)
+    return rows[rng.permutation(rows.size)]
+
+
+def run_subject(
+    condition: str,
+    data: SubjectData,
+    order: Sequence[str],
+    config: ProtocolConfig,
+    imagine: ImagineFn | None = None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Learn one subject's classes in ``order``; returns the per-step results and the learner."""
+    learner = make_learner(condition, config, imagine)
+    rng = np.random.default_rng(config.seed)
+    steps = []
+    seen: list[str] = []
+    for label in order:
+        rows = _class_rows(data, label, rng)
+        learner.learn(data.X_train[rows], list(data.y_train[rows]))
+        seen.append(label)
+        steps.append(
+            {
+                "step": len(seen),
+                "learned": label,
+                "n_train": int(rows.size),
+                "f1": _evaluate(learner, data, seen),
+                **learner.stats(),
+            }
+        )
+    return steps, learner
+
+
+def run_few_shot(
+    condition: str,
+    data: SubjectData,
+    new_X_train: np.ndarray,
+    new_X_test: np.ndarray,
+    new_class: str,
+    shots: Sequence[int],
+    config: ProtocolConfig,
+    imagine: ImagineFn | None = None,
+) -> list[dict[str, Any]]:
+    """After the subject's basic classes, teach ``new_class`` from k faces, for each k.
+
+    Reports, per k and memory, the accuracy on the new class's held-out faces (recall) and the
+    F1 on the old classes before and after (retention).
+    """
+    order = class_order(data.split.classes)
+    _, base = run_subject(condition, data, order, config, imagine)
+    before = base.predict(data.X_test)
+    rows = np.random.default_rng(config.seed).permutation(len(new_X_train))
+    results = []
+    for k in shots:
+        if k > len(new_X_train):
+            results.append({"k": int(k), "skipped": f"only {len(new_X_train)} training faces"})
+            continue
+        learner = base.copy() if isinstance(base, _GDMLearner) else _copy_mlp(base)
+        learner.learn(new_X_train[rows[:k]], [new_class] * k)
+        after = learner.predict(data.X_test)
+        new_pred = learner.predict(new_X_test)
+        entry: dict[str, Any] = {"k": int(k), "memories": {}}
+        for memory in after:
+            entry["memories"][memory] = {
+                "new_class_accuracy": float(np.mean(np.asarray(new_pred[memory]) == new_class)),
+                "old_f1_before": _f1(data.y_test, before[memory], data.split.classes),
+                "old_f1_after": _f1(data.y_test, after[memory], data.split.classes),
+            }
+        results.append(entry)
+    return results
+
+
+def _copy_mlp(learner: _MLPLearner) -> _MLPLearner:
+    """An MLP learner that has seen the same faces (it retrains from scratch anyway)."""
+    twin = _MLPLearner(learner.config)
+    twin._X, twin._y = list(learner._X), list(learner._y)
+    twin._model, twin._only = learner._model, learner._only
+    return twin
+
+
+@dataclass
+class ProtocolResult:
+    """Everything one protocol run measured (serialised by :mod:`clifer_edge.evaluation.report`)."""
+
+    conditions: list[str]
+    orders: dict[str, list[str]]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    few_shot: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+
+
+def order_starts(subjects: Sequence[SubjectData], which: str) -> list[str | None]:
+    """``"default"`` -> [None]; ``"all"`` -> one order starting from each class present.
+
+    ``None`` is the default order (it starts from the first class, neutral when present), so
+    the summary always describes the default order.
+    """
+    if which == "default":
+        return [None]
+    if which == "all":
+        classes = class_order(sorted({c for s in subjects for c in s.split.classes}))
+        return [None, *classes[1:]]
+    raise ValueError(f"orders={which!r} should be 'default' or 'all'")
+
+
+def run_protocol(
+    subjects: Sequence[SubjectData],
+    conditions: Sequence[str],
+    config: ProtocolConfig,
+    imagine: ImagineFn | None = None,
+    orders: str = "default",
+    progress: bool = True,
+) -> ProtocolResult:
+    """Run every condition on every subject, for the default order or one order per class."""
+    for condition in conditions:
+        if condition not in CONDITIONS:
+            raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
+    if not subjects:
+        raise ValueError("no subject to evaluate")
+    starts = order_starts(subjects, orders)
+    present = sorted({c for data in subjects for c in data.split.classes})
+    result = ProtocolResult(
+        conditions=list(conditions),
+        orders={(s or "default"): class_order(present, s) for s in starts},
+    )
+    jobs = [(s, d, c) for s in starts for d in subjects for c in conditions]
+    bar = tqdm(jobs, desc="subjects x conditions", unit="run", disable=not progress)
+    for start, data, condition in bar:
+        bar.set_postfix_str(f"{data.subject} {condition}")
+        order = class_order(data.split.classes, start)
+        steps, _ = run_subject(condition, data, order, config, imagine)
+        result.runs.append(
+            {
+                "order": start or "default",
+                "subject": data.subject,
+                "condition": condition,
+                "class_order": order,
+                "steps": steps,
+            }
+        )
+    result.subjects = [
+        {
+            "subject": d.subject,
+            "classes": list(d.split.classes),
+            "n_train": len(d.y_train),
+            "n_test": len(d.y_test),
+            "dropped_classes": list(d.split.dropped),
+            "frame_split_classes": list(d.split.frame_split),
+        }
+        for d in subjects
+    ]
+    return result
+
+
+def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, Any]]:
+    """One row per (condition, experiment, memory): final-F1 mean/CI and mean over steps."""
+    rows = []
+    for condition in result.conditions:
+        runs = [r for r in result.runs if r["condition"] == condition and r["order"] == order]
+        for experiment in EXPERIMENTS:
+            for memory in memories_of(condition):
+                final = [r["steps"][-1]["f1"][str(experiment)][memory] for r in runs]
+                curve = step_means(runs, experiment, memory)
+                mean, ci = mean_ci95(final)
+                rows.append(
+                    {
+                        "condition": condition,
+                        "experiment": experiment,
+                        "memory": memory,
+                        "f1_mean": mean,
+                        "f1_ci95": ci,
+                        "f1_steps_mean": float(np.nanmean(curve)) if curve else math.nan,
+                        "n_subjects": len(runs),
+                    }
+                )
+    return rows
+
+
+def step_means(runs: Sequence[dict[str, Any]], experiment: int, memory: str) -> list[float]:
+    """Across-subject mean F1 after 1, 2, ... classes (subjects with fewer classes drop out)."""
+    longest = max((len(r["steps"]) for r in runs), default=0)
+    means = []
+    for i in range(longest):
+        values = [r["steps"][i]["f1"][str(experiment)][memory] for r in runs if len(r["steps"]) > i]
+        values = [v for v in values if not math.isnan(v)]
+        means.append(float(np.mean(values)) if values else math.nan)
+    return means
+
+
+def compare_orders(result: ProtocolResult) -> list[dict[str, Any]]:
+    """Kruskal–Wallis across class orders of the per-subject final F1, per summary row."""
+    rows = []
+    for condition in result.conditions:
+        for experiment in EXPERIMENTS:
+            for memory in memories_of(condition):
+                groups = {
+                    order: [
+                        r["steps"][-1]["f1"][str(experiment)][memory]
+                        for r in result.runs
+                        if r["condition"] == condition and r["order"] == order
+                    ]
+                    for order in result.orders
+                }
+                groups = {k: [v for v in g if not math.isnan(v)] for k, g in groups.items()}
+                rows.append(
+                    {
+                        "condition": condition,
+                        "experiment": experiment,
+                        "memory": memory,
+                        "f1_mean_by_order": {
+                            k: float(np.mean(g)) if g else math.nan for k, g in groups.items()
+                        },
+                        "kruskal_wallis": kruskal_wallis(groups),
+                    }
+                )
+    return rows
+
+
+def few_shot_class(dataset: FaceDataset, requested: str = "auto") -> str:
+    """The class taught few-shot: ``requested``, or (``"auto"``) the first class outside the
+    basic seven (CK+ contempt), else the last class of the default order (disgust)."""
+    present = set(dataset.labels)
+    if requested != "auto":
+        if requested not in present:
+            raise ValueError(f"few-shot class {requested!r} not in the data ({sorted(present)})")
+        return requested
+    extra = sorted(present - set(BASIC_EXPRESSIONS))
+    return extra[0] if extra else class_order(sorted(present))[-1]
+
+
+def run_few_shot_all(
+    dataset: FaceDataset,
+    features: np.ndarray,
+    new_class: str,
+    conditions: Sequence[str],
+    config: ProtocolConfig,
+    imagine: ImagineFn | None = None,
+    shots: Sequence[int] = (1, 3, 5),
+    min_classes: int = 4,
+    max_subjects: int | None = None,
+    test_fraction: float = 1.0 / 3.0,
+    allow_frame_split: bool = False,
+    valid: np.ndarray | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The few-shot experiment for every subject that has ``new_class`` and enough others."""
+    subjects, skipped = prepare_subjects(
+        dataset,
+        features,
+        min_classes,
+        None,
+        test_fraction,
+        config.seed,
+        allow_frame_split,
+        exclude_classes=[new_class],
+        valid=valid,
+    )
+    usable = np.ones(len(dataset), dtype=bool) if valid is None else np.asarray(valid, bool)
+    results = []
+    jobs = []
+    for data in subjects:
+        rows = np.flatnonzero(
+            usable & (dataset.subjects == data.subject) & (dataset.labels == new_class)
+        )
+        if rows.size == 0:
+            skipped[data.subject] = f"has no {new_class} faces"
+            continue
+        split = split_subject(
+            dataset.subset(rows), data.subject, test_fraction, config.seed, allow_frame_split
+        )
+        if not split.classes:
+            skipped[data.subject] = f"{new_class} cannot be split (one sequence)"
+            continue
+        if max_subjects is not None and len({j[0].subject for j in jobs}) >= max_subjects:
+            skipped[data.subject] = f"beyond --max-subjects {max_subjects}"
+            continue
+        jobs.extend((data, rows[split.train], rows[split.test], c) for c in conditions)
+    bar = tqdm(jobs, desc=f"few-shot {new_class}", unit="run", disable=not progress)
+    for data, train, test, condition in bar:
+        bar.set_postfix_str(f"{data.subject} {condition}")
+        shots_result = run_few_shot(
+            condition,
+            data,
+            features[train],
+            features[test],
+            new_class,
+            shots,
+            config,
+            imagine,
+        )
+        results.append(
+            {
+                "subject": data.subject,
+                "condition": condition,
+                "new_class": new_class,
+                "n_new_train": int(train.size),
+                "n_new_test": int(test.size),
+                "shots": shots_result,
+            }
+        )
+    return results, skipped

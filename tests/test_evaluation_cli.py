@@ -1,0 +1,183 @@
+"""``clifer-edge eval`` and ``clifer-edge gdm-demo`` on a few real subjects; bad data files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from clifer_edge.cli import main
+from clifer_edge.evaluation.report import SCHEMA_VERSION, SUMMARY_KEYS
+
+
+def _check_summary(document: dict, conditions: list[str], n_subjects: int) -> None:
+    rows = document["summary"]
+    expected = {
+        (c, e, m)
+        for c in conditions
+        for e in (1, 2)
+        for m in (("mlp",) if c == "mlp" else ("episodic", "semantic"))
+    }
+    assert {(r["condition"], r["experiment"], r["memory"]) for r in rows} == expected
+    assert len(rows) == len(expected)
+    for row in rows:
+        assert tuple(row) == SUMMARY_KEYS
+        assert 0.0 <= row["f1_mean"] <= 1.0 and 0.0 <= row["f1_steps_mean"] <= 1.0
+        assert row["f1_ci95"] is None or row["f1_ci95"] >= 0.0
+        assert row["n_subjects"] == n_subjects
+
+
+def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--data", str(data_dir / "ckplus48.npz"), "--out", str(out)]
+    argv += ["--max-subjects", "2", "--static-samples", "600", "--shots", "1,2", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| clifer | 2 | semantic |" in printed and "static baseline fallback: F1" in printed
+    document = json.loads((out / "results.json").read_text())
+    _check_summary(document, ["mlp", "gdm", "replay", "clifer"], 2)
+    assert document["schema_version"] == SCHEMA_VERSION
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", document["package_version"])
+    for model in document["models"].values():
+        assert re.fullmatch(r"[0-9a-f]{64}", model["sha256"])
+    assert re.fullmatch(r"[0-9a-f]{64}", document["data"]["sha256"])
+    assert "whole sequences" in document["split_rule"]
+    # CK+48 has one sequence per subject and class: the run says it split inside sequences
+    assert document["leaks_near_duplicates"] is True
+    assert document["orders"]["default"][:2] == ["happiness", "surprise"]  # CK+ has no neutral
+    runs = document["runs"]
+    assert len(runs) == 2 * 4 and {r["subject"] for r in runs} == {"S011", "S014"}
+    clifer = [r for r in runs if r["condition"] == "clifer"]
+    assert all(r["steps"][-1]["imagined"] > 0 for r in clifer)
+    assert document["few_shot"]["class"] == "contempt"
+    baselines = {c["name"]: c for c in document["static_baseline"]["classifiers"]}
+    assert set(baselines) == {"fallback", "logreg"}
+    for baseline in baselines.values():
+        assert baseline["n_subjects"] == 2 and set(baseline["per_subject"]) == {"S011", "S014"}
+        assert 0.0 <= baseline["f1_mean"] <= 1.0
+    assert document["features"]["latent_space"] == "calibrated"
+    assert "calibration" in document
+    report = (out / "report.md").read_text()
+    assert "## Split rule" in report and "| clifer | 2 | semantic |" in report
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
+    out = tmp_path / "jaffe"
+    argv = ["eval", "--data", str(data_dir / "jaffe.npz"), "--detect-faces", "--out", str(out)]
+    argv += ["--conditions", "gdm", "--orders", "all", "--max-subjects", "2"]
+    argv += ["--latent-space", "raw", "--latent-scale", "2"]
+    argv += ["--static-train", "none", "--few-shot-class", "none", "--no-progress"]
+    assert main(argv) == 0
+    document = json.loads((out / "results.json").read_text())
+    _check_summary(document, ["gdm"], 2)
+    assert document["face_detection"]["found"] == 213
+    assert document["leaks_near_duplicates"] is False
+    assert len(document["orders"]) == 7 and len(document["order_comparison"]) == 4
+    assert "static_baseline" not in document and "few_shot" not in document
+    assert "calibration" not in document and document["features"]["latent_scale"] == 2.0
+    assert (out / "orders.png").exists()
+    assert "Kruskal" in (out / "report.md").read_text()
+
+
+def _junk_file(directory) -> str:
+    path = directory / "junk.npz"
+    path.write_bytes(b"PK\x03\x04 truncated zip")
+    return str(path)
+
+
+def _write_npz(path, **arrays) -> str:
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: str(p / "missing.npz"), "not found"),
+        (
+            lambda p: (p / "junk.npz").write_bytes(b"PK\x03\x04 broken") and str(p / "junk.npz"),
+            "not a readable npz",
+        ),
+        (
+            lambda p: _write_npz(p / "nolabels.npz", images=np.zeros((4, 48, 48), np.uint8)),
+            "missing array 'labels'",
+        ),
+        (
+            lambda p: _write_npz(
+                p / "nosubjects.npz",
+                images=np.zeros((4, 48, 48), np.uint8),
+                labels=np.array(["happy"] * 4),
+            ),
+            "no 'subjects' array",
+        ),
+        (
+            lambda p: _write_npz(
+                p / "float.npz",
+                images=np.zeros((4, 48, 48), np.float32),
+                labels=np.array(["happy"] * 4),
+            ),
+            "dtype float32",
+        ),
+        (
+            lambda p: _write_npz(
+                p / "short.npz",
+                images=np.zeros((4, 48, 48), np.uint8),
+                labels=np.array(["happy"] * 4),
+                subjects=np.array(["a"] * 3),
+            ),
+            "subjects has shape",
+        ),
+    ],
+)
+def test_eval_bad_data_files_give_clear_errors(tmp_path, capsys, make, message):
+    path = make(tmp_path)
+    assert main(["eval", "--data", path, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_eval_bad_options(tmp_path, data_dir, capsys):
+    data = str(data_dir / "ckplus48.npz")
+    out = str(tmp_path / "o")
+    assert main(["eval", "--data", data, "--out", out, "--conditions", "gdm,svm"]) == 2
+    assert "'svm' should be one of" in capsys.readouterr().err
+    assert main(["eval", "--data", data, "--out", out, "--max-subjects", "0"]) == 2
+    assert "--max-subjects 0" in capsys.readouterr().err
+    argv = ["eval", "--data", data, "--out", out, "--frame-split", "never", "--no-progress"]
+    assert main([*argv, "--static-train", "none"]) == 2
+    assert "no subject has >= 4 splittable classes" in capsys.readouterr().err
+
+
+def test_gdm_demo_on_a_few_subjects(capsys, tmp_path):
+    argv = ["gdm-demo", "--max-subjects", "2", "--pca-samples", "2000", "--no-progress"]
+    assert main([*argv, "--json", str(tmp_path / "demo.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "ckplus48 (frame split, leaks)" in printed and "jaffe (sequence-disjoint)" in printed
+    assert "face found in 213/213" in printed
+    table = [line for line in printed.splitlines() if line.startswith("| gdm | 1 | episodic")]
+    assert len(table) == 2 and all(line.endswith("| 2 |") for line in table)
+    document = json.loads((tmp_path / "demo.json").read_text())
+    assert [len(d["subjects"]) for d in document["datasets"]] == [2, 2]
+
+
+@pytest.mark.slow
+def test_gdm_demo_all_subjects(capsys):
+    assert main(["gdm-demo", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "ckplus48: 28 subjects evaluated" in printed
+    assert "jaffe: 10 subjects evaluated" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["jaffe.npz", "ckplus48.npz"])
+def test_full_eval_run(tmp_path, data_dir, name):
+    argv = ["eval", "--data", str(data_dir / name), "--out", str(tmp_path), "--no-progress"]
+    if name == "jaffe.npz":
+        argv.append("--detect-faces")
+    assert main(argv) == 0
+    document = json.loads((tmp_path / "results.json").read_text())
+    _check_summary(document, ["mlp", "gdm", "replay", "clifer"], 10 if name == "jaffe.npz" else 28)
+    assert document["seconds"] < 15 * 60
