@@ -26,6 +26,7 @@ chunk in progress stops early and the image waits at most a fraction of ``imagin
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import deque
@@ -54,6 +55,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Header, String
@@ -263,6 +265,7 @@ class ExpressionNode(Node):
         self._imagining = False
         self._imagined_chunks = 0
         self._closed = False
+        self._error_logged: dict[str, float] = {}
 
         self._images_group = MutuallyExclusiveCallbackGroup()
         self._imagination_group = MutuallyExclusiveCallbackGroup()
@@ -466,7 +469,7 @@ class ExpressionNode(Node):
         except BadImageMessage as error:
             self._stats.bad += 1
             self._stats.last_error = f"bad image on {face_id or 'camera'}: {error}"
-            self.get_logger().error(self._stats.last_error, throttle_duration_sec=1.0)
+            self._log_error(self._stats.last_error)
             return
         try:
             with self._lock:
@@ -485,7 +488,7 @@ class ExpressionNode(Node):
         except ValueError as error:  # InvalidImageError and friends: the image, not the node
             self._stats.errors += 1
             self._stats.last_error = f"cannot process image on {face_id or 'camera'}: {error}"
-            self.get_logger().error(self._stats.last_error, throttle_duration_sec=1.0)
+            self._log_error(self._stats.last_error)
             return
         for face, result in pairs:
             self._publish_expression(msg.header, face, result)
@@ -496,6 +499,18 @@ class ExpressionNode(Node):
         if msg.header.stamp.sec or msg.header.stamp.nanosec:
             self._stats.latencies_ms.append((now - stamp).nanoseconds / 1e6)
         self._stats.stamps.append(time.monotonic())
+
+    def _log_error(self, text: str) -> None:
+        """Log an input error; the same error text at most once a second.
+
+        (rclpy's own throttling is per call site, so one bad stream would hide a different error.)
+        """
+        now = time.monotonic()
+        if now - self._error_logged.get(text, -1e9) >= 1.0:
+            if len(self._error_logged) > 256:
+                self._error_logged.clear()
+            self._error_logged[text] = now
+            self.get_logger().error(text)
 
     def _publish_expression(self, header: Any, face_id: str, result: Any) -> None:
         fields = expression_fields(result, face_id)
@@ -737,8 +752,13 @@ def _header(node: Node) -> Header:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C or ROS shutdown; save the memories on the way out."""
-    rclpy.init(args=args)
+    """Run the node until Ctrl-C, SIGTERM or ROS shutdown; save the memories on the way out.
+
+    rclpy's own signal handlers would shut the context down before the memories are saved (and the
+    save could no longer be logged), so SIGINT and SIGTERM raise KeyboardInterrupt here instead.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         node = ExpressionNode()
     except RuntimeError as error:
