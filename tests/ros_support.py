@@ -43,8 +43,11 @@ class RosEnv:
     domain_id: int
 
 
-def prepare_ros_env() -> RosEnv:
+def prepare_ros_env(data_dir: Path) -> RosEnv:
     """Build clifer_msgs (skipped when up to date) and make it importable here and in children.
+
+    ``data_dir`` (the shared real data) is passed on as ``CLIFER_DATA_DIR``: the runtime builds
+    its latent calibration from FER2013 when the models do not ship one.
 
     The test process started before the messages were built, so its dynamic loader cannot find
     their libraries through ``LD_LIBRARY_PATH``; loading them by path first lets the type-support
@@ -84,6 +87,7 @@ def prepare_ros_env() -> RosEnv:
         AMENT_PREFIX_PATH=os.pathsep.join(
             p for p in (str(INSTALL), os.environ.get("AMENT_PREFIX_PATH", sys.prefix)) if p
         ),
+        CLIFER_DATA_DIR=str(data_dir),
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
         RCUTILS_COLORIZED_OUTPUT="0",

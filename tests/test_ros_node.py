@@ -7,7 +7,6 @@ be imported at all.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -35,8 +34,15 @@ STARTUP_S = 60.0  # first start imports numpy, OpenCV and LiteRT on a loaded 2-c
 
 
 @pytest.fixture(scope="module")
-def ros(tmp_path_factory: pytest.TempPathFactory) -> RosEnv:
-    return prepare_ros_env()
+def ros(data_dir: Path) -> RosEnv:
+    return prepare_ros_env(data_dir)
+
+
+@pytest.fixture(scope="module")
+def memory_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One memory directory for all nodes of this module (each test uses its own persons), so
+    that the runtime's latent calibration is built (or found) once."""
+    return tmp_path_factory.mktemp("memories")
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +58,9 @@ def driver(ros: RosEnv) -> Iterator[Driver]:
     drv.close()
 
 
-def _node(ros: RosEnv, tmp: Path, name: str, **params: Any) -> NodeProcess:
+def _node(ros: RosEnv, tmp: Path, memory_dir: Path, name: str, **params: Any) -> NodeProcess:
     base = {
-        "memory_dir": str(tmp / f"{name}_memories"),
+        "memory_dir": str(memory_dir),
         "idle_timeout_s": 30.0,
         "diagnostics_period_s": 0.2,
         "graph_poll_period_s": 0.1,
@@ -75,10 +81,13 @@ def _wait_ready(driver: Driver, node: NodeProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def camera_node(ros: RosEnv, driver: Driver, tmp_path_factory: pytest.TempPathFactory):
+def camera_node(
+    ros: RosEnv, driver: Driver, memory_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
     node = _node(
         ros,
         tmp_path_factory.mktemp("camera"),
+        memory_dir,
         "clifer_cam",
         mode="camera",
         camera_topic="/test_cam/image",
@@ -92,8 +101,10 @@ def camera_node(ros: RosEnv, driver: Driver, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
-def hri_node(ros: RosEnv, driver: Driver, tmp_path_factory: pytest.TempPathFactory):
-    node = _node(ros, tmp_path_factory.mktemp("hri"), "clifer_hri", mode="ros4hri")
+def hri_node(
+    ros: RosEnv, driver: Driver, memory_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    node = _node(ros, tmp_path_factory.mktemp("hri"), memory_dir, "clifer_hri", mode="ros4hri")
     _wait_ready(driver, node)
     yield node
     node.stop(signal.SIGKILL)
@@ -212,20 +223,21 @@ def test_teach_for_unknown_person_fails_cleanly(camera_node, driver):
     assert camera_node.alive()
 
 
+def _files_of(memory_dir: Path, person: str) -> list[Path]:
+    return sorted(p for p in memory_dir.rglob("*") if p.is_file() and person in p.name)
+
+
 def test_save_writes_and_forget_removes_memory_files(camera_node, driver):
     from clifer_msgs.srv import Forget, SaveMemories
 
     memory_dir = Path(camera_node.params["memory_dir"])
     response = driver.call(SaveMemories, "/clifer_cam/save", SaveMemories.Request())
     assert response.success, response.message
-    saved = sorted(p for p in memory_dir.rglob("*") if p.is_file())
-    assert saved, f"save wrote nothing to {memory_dir}"
+    assert _files_of(memory_dir, "alice"), f"save wrote nothing for alice to {memory_dir}"
 
     response = driver.call(Forget, "/clifer_cam/forget", Forget.Request(person_id="alice"))
     assert response.success, response.message
-    left = sorted(p for p in memory_dir.rglob("*") if p.is_file())
-    assert len(left) < len(saved), f"forget kept {left}"
-    assert not any("alice" in p.name for p in left)
+    assert _files_of(memory_dir, "alice") == [], "forget left files behind"
 
     response = driver.call(Forget, "/clifer_cam/forget", Forget.Request(person_id="alice"))
     assert not response.success  # nothing left to forget
@@ -353,43 +365,51 @@ def test_ros4hri_aligned_faces_use_persistent_person_ids(hri_node, driver, ckplu
 
 
 # ----------------------------------------------------------------------------- shutdown, start-up
-def test_sigint_saves_memories(ros, driver, ckplus, tmp_path):
-    node = _node(
-        ros,
-        tmp_path,
-        "clifer_stop",
-        mode="camera",
-        camera_topic="/stop_cam/image",
-        camera_person_id="carol",
-        autosave_period_s=0.0,
-    )
+def test_sigint_saves_and_a_restarted_node_remembers(ros, driver, ckplus, memory_dir, tmp_path):
+    params = {
+        "mode": "camera",
+        "camera_topic": "/stop_cam/image",
+        "camera_person_id": "carol",
+        "autosave_period_s": 0.0,
+    }
+    happy = faces_of(ckplus, CAMERA_SUBJECT, "happiness")
+    node = _node(ros, tmp_path, memory_dir, "clifer_stop", **params)
     try:
         _wait_ready(driver, node)
         sender = FaceSender(driver, "/stop_cam/image", "/humans/faces/face0/expression")
-        for face in faces_of(ckplus, CAMERA_SUBJECT, "happiness"):
+        for face in happy:
             sender.send(camera_frame(face))
-        assert _teach(driver, "clifer_stop", "carol", "happy", 3).success
-        memory_dir = Path(node.params["memory_dir"])
-        assert not any(p.is_file() for p in memory_dir.rglob("*")), "saved before shutdown"
+        assert _teach(driver, "clifer_stop", "carol", "happy", len(happy)).success
     finally:
         code = node.stop(signal.SIGINT)
     assert code == 0, node.log()
-    assert any(p.is_file() for p in memory_dir.rglob("*")), f"nothing saved:\n{node.log()}"
     assert "memories saved" in node.log()
+    assert _files_of(memory_dir, "carol"), f"nothing saved for carol:\n{node.log()}"
+
+    again = _node(ros, tmp_path, memory_dir, "clifer_stop2", **params)
+    try:
+        _wait_ready(driver, again)
+        answer = sender.send(camera_frame(happy[0]))
+    finally:
+        again.stop(signal.SIGTERM)
+    assert answer.person_id == "carol"
+    assert answer.memory != "fallback", "the restarted node did not load carol's memory"
+    assert answer.expression == "happy"
+    assert again.process.returncode == 0, again.log()
 
 
 def test_missing_models_give_a_helpful_error(ros, driver, tmp_path):
     config = tmp_path / "runtime.yaml"
     config.write_text(f"models:\n  directory: {tmp_path / 'no_models_here'}\n")
-    node = _node(ros, tmp_path, "clifer_nomodel", runtime_config=str(config))
+    node = _node(ros, tmp_path, tmp_path, "clifer_nomodel", runtime_config=str(config))
     code = node.process.wait(STARTUP_S)
     assert code == 1
     assert "clifer-export" in node.log()
 
 
 def test_bad_runtime_config_path_is_refused(ros, tmp_path):
-    node = _node(ros, tmp_path, "clifer_badcfg", runtime_config=str(tmp_path / "missing.yaml"))
+    missing = str(tmp_path / "missing.yaml")
+    node = _node(ros, tmp_path, tmp_path, "clifer_badcfg", runtime_config=missing)
     code = node.process.wait(STARTUP_S)
     assert code == 1
     assert "no such file" in node.log()
-    assert os.path.exists(node.log_path)

@@ -19,15 +19,14 @@ rates, latency, memories and the idle/imagining state; ``~/data_notice`` (latche
 stored, where and why.
 
 Threads: images are processed in one callback group, imagination runs in its own group during idle
-time, services and diagnostics in a third, on a multi-threaded executor. A lock serialises access to
-the runtime; an arriving face first tells the runtime about the activity, so that an imagination
-chunk in progress stops early and the image waits at most a fraction of ``imagination_budget_s``.
+time, services and diagnostics in a third, on a multi-threaded executor. The runtime is thread-safe
+and preemptible: an arriving face stops an imagination chunk in progress at its next step, so the
+image never waits for a whole chunk.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -178,7 +177,7 @@ PARAMETERS: dict[str, tuple[Any, str, bool, list | None]] = {
     "imagination_period_s": (
         1.0,
         "Seconds between imagination chunks while idle.",
-        False,
+        True,
         _float_range(0.05, 600.0),
     ),
     "max_image_side": (
@@ -258,7 +257,6 @@ class ExpressionNode(Node):
         self._p = {name: self.get_parameter(name).value for name in PARAMETERS}
 
         self._runtime = self._load_runtime()
-        self._lock = threading.Lock()
         self._stats = _Stats()
         self._last_face_time = time.monotonic()
         self._idle_signal: bool | None = None
@@ -334,11 +332,14 @@ class ExpressionNode(Node):
         try:
             return ExpressionRuntime(config)
         except (OSError, ValueError) as error:
-            raise RuntimeError(
-                f"cannot load the expression models: {error}. Have you run clifer-export (or "
-                "installed the package with its bundled default models)? Set models.directory in "
-                "the runtime config to the export's output folder."
-            ) from None
+            hint = (
+                " Model files missing or damaged? Have you run clifer-export? Point "
+                "models.directory of the runtime config (parameter runtime_config) at its "
+                "output, or reinstall clifer-edge for the bundled default models."
+            )
+            if "clifer-export" in str(error):
+                hint = ""
+            raise RuntimeError(f"cannot start the expression runtime: {error}.{hint}") from None
 
     def _setup_camera(self) -> None:
         self.create_subscription(
@@ -472,19 +473,18 @@ class ExpressionNode(Node):
             self._log_error(self._stats.last_error)
             return
         try:
-            with self._lock:
-                if face_id is None:
-                    person = self._p["camera_person_id"] or None
-                    results = self._runtime.process_frame(
-                        image, person_id=person, color_order=color_order
-                    )
-                    pairs = [(f"face{i}", r) for i, r in enumerate(results)]
-                else:
-                    person = self._face_to_person.get(face_id)
-                    result = self._runtime.process_face(
-                        image, person_id=person, color_order=color_order
-                    )
-                    pairs = [(face_id, result)]
+            if face_id is None:
+                person = self._p["camera_person_id"] or None
+                results = self._runtime.process_frame(
+                    image, person_id=person, color_order=color_order
+                )
+                pairs = [(f"face{i}", r) for i, r in enumerate(results)]
+            else:
+                person = self._face_to_person.get(face_id)
+                result = self._runtime.process_face(
+                    image, person_id=person, color_order=color_order
+                )
+                pairs = [(face_id, result)]
         except ValueError as error:  # InvalidImageError and friends: the image, not the node
             self._stats.errors += 1
             self._stats.last_error = f"cannot process image on {face_id or 'camera'}: {error}"
@@ -561,15 +561,15 @@ class ExpressionNode(Node):
 
     def _on_imagination_timer(self) -> None:
         idle = self.is_idle()
-        with self._lock:
-            self._runtime.set_idle(idle)
-            if not (idle and self._p["imagination_enabled"]):
-                return
-            self._imagining = True
-            try:
-                report = self._runtime.imagine(self._p["imagination_budget_s"])
-            finally:
-                self._imagining = False
+        # The node decides: False also restarts the runtime's own idle timer.
+        self._runtime.set_idle(idle)
+        if not (idle and self._p["imagination_enabled"]):
+            return
+        self._imagining = True
+        try:
+            report = self._runtime.imagine(self._p["imagination_budget_s"])
+        finally:
+            self._imagining = False
         if report is not None:
             self._imagined_chunks += 1
             self.get_logger().debug(f"imagination: {report}")
@@ -578,10 +578,9 @@ class ExpressionNode(Node):
     def _on_teach(self, request: Teach.Request, response: Teach.Response) -> Teach.Response:
         try:
             label = canonical_label(request.label)
-            with self._lock:
-                learned = self._runtime.teach(
-                    request.person_id, label, n_recent=request.n_recent or None
-                )
+            learned = self._runtime.teach(
+                request.person_id, label, n_recent=request.n_recent or None
+            )
         except (KeyError, ValueError) as error:
             response.success, response.learned = False, 0
             response.message = f"cannot teach {request.label!r} to {request.person_id!r}: {error}"
@@ -599,8 +598,7 @@ class ExpressionNode(Node):
 
     def _on_forget(self, request: Forget.Request, response: Forget.Response) -> Forget.Response:
         try:
-            with self._lock:
-                forgotten = self._runtime.forget(request.person_id)
+            forgotten = self._runtime.forget(request.person_id)
         except ValueError as error:
             response.success, response.message = False, f"cannot forget: {error}"
             return response
@@ -617,8 +615,7 @@ class ExpressionNode(Node):
         self, request: SaveMemories.Request, response: SaveMemories.Response
     ) -> SaveMemories.Response:
         try:
-            with self._lock:
-                self._runtime.save()
+            self._runtime.save()
         except OSError as error:
             response.success, response.message = False, f"saving failed: {error}"
             self.get_logger().error(response.message)
@@ -628,8 +625,7 @@ class ExpressionNode(Node):
 
     def _autosave(self) -> None:
         try:
-            with self._lock:
-                self._runtime.save()
+            self._runtime.save()
         except OSError as error:
             self.get_logger().error(f"autosave failed: {error}")
 
@@ -674,11 +670,7 @@ class ExpressionNode(Node):
             "tracked faces": len(self._face_subs) or len(self._face_pubs),
             "last error": stats.last_error,
         }
-        if self._lock.acquire(timeout=0.05):  # never wait long for a busy runtime
-            try:
-                values.update(_flatten(self._runtime.stats(), "runtime"))
-            finally:
-                self._lock.release()
+        values.update(_flatten(self._runtime.stats(), "runtime"))
         level = DiagnosticStatus.OK
         message = "running"
         if stats.errors or stats.bad:
@@ -710,12 +702,11 @@ class ExpressionNode(Node):
         if self._closed:
             return
         self._closed = True
-        with self._lock:
-            try:
-                self._runtime.save()
-                self.get_logger().info(f"memories saved to {self._memory_dir}")
-            finally:
-                self._runtime.close()
+        try:
+            self._runtime.save()
+            self.get_logger().info(f"memories saved to {self._memory_dir}")
+        finally:
+            self._runtime.close()
 
 
 def _check_parameter(name: str, value: Any) -> str:
