@@ -1,0 +1,209 @@
+"""Saving and loading a Growing Dual Memory without pickle.
+
+A memory file is an uncompressed npz archive (read with ``allow_pickle=False``) holding each
+network's canonical state arrays plus one ``header`` array: UTF-8 JSON with the format name, the
+schema version, the config, the label names, the random-generator state and a SHA-256 checksum over
+the header and every array. It is written atomically (temporary file in the same directory, fsync,
+rename), so a crash or a full disk never leaves a half-written memory in place of a good one, and a
+file that fails any check is rejected with :class:`MemoryFileError` without touching anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clifer_edge.memory._state import NetworkState
+from clifer_edge.memory.config import GDMConfig
+
+if TYPE_CHECKING:
+    from clifer_edge.memory.dual import GrowingDualMemory
+
+__all__ = ["FORMAT", "SCHEMA_VERSION", "MemoryFileError", "load_memory", "save_memory"]
+
+#: Identifies clifer-edge memory files among other npz archives.
+FORMAT = "clifer-edge-gdm"
+#: Bumped whenever the layout changes; files with a larger version are refused.
+SCHEMA_VERSION = 1
+
+_NETWORKS = ("episodic", "semantic")
+
+
+class MemoryFileError(ValueError):
+    """A memory file is damaged, truncated, not a memory file, or from a newer version."""
+
+
+def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(header, sort_keys=True).encode("utf-8"))
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def save_memory(memory: GrowingDualMemory, path: str | os.PathLike[str]) -> None:
+    """Write a fitted memory to ``path`` atomically (inputs already validated)."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    clocks = {}
+    for name in _NETWORKS:
+        state: NetworkState = getattr(memory, f"{name}_").get_state()
+        for key in NetworkState.FIELDS:
+            arrays[f"{name}.{key}"] = getattr(state, key)
+        clocks[name] = state.clock
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "config": memory.config_.to_dict(),
+        "labels": list(memory.labels_),
+        "n_features": int(memory.n_features_in_),
+        "n_episodes": int(memory.n_episodes_),
+        "seed": memory.seed if isinstance(memory.seed, int) else None,
+        "rng_state": memory.rng_.bit_generator.state,
+        "clocks": clocks,
+    }
+    header["checksum"] = _checksum(header, arrays)
+    encoded = np.frombuffer(json.dumps(header, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            np.savez(stream, header=encoded, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (POSIX); not possible everywhere
+        directory = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory)
+    except OSError:
+        pass
+    finally:
+        os.close(directory)
+
+
+def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise MemoryFileError(f"{path}: not a clifer-edge memory file (a bare .npy array)")
+        with archive:
+            if "header" not in archive.files:
+                raise MemoryFileError(
+                    f"{path}: not a clifer-edge memory file "
+                    f"(npz without a header; has {archive.files[:5]})"
+                )
+            arrays = {key: archive[key] for key in archive.files}
+    except MemoryFileError:
+        raise
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+        raise MemoryFileError(
+            f"{path}: not a readable memory file (damaged or truncated: {error})"
+        ) from None
+    raw = arrays.pop("header")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise MemoryFileError(
+            f"{path}: not a clifer-edge memory file (header of dtype {raw.dtype})"
+        )
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MemoryFileError(f"{path}: damaged header ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise MemoryFileError(
+            f"{path}: not a clifer-edge memory file (format {found!r}, expected {FORMAT!r})"
+        )
+    version = header.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MemoryFileError(f"{path}: damaged header (schema_version={version!r})")
+    if version > SCHEMA_VERSION:
+        raise MemoryFileError(
+            f"{path}: written by a newer clifer-edge (schema_version={version}, this version reads "
+            f"<= {SCHEMA_VERSION}); upgrade clifer-edge to load it"
+        )
+    stored = header.pop("checksum", None)
+    if stored != _checksum(header, arrays):
+        raise MemoryFileError(f"{path}: damaged (checksum mismatch)")
+    return header, arrays
+
+
+def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
+    """Read a memory file written by :func:`save_memory`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    MemoryFileError
+        If the file is damaged, truncated, not a memory file or from a newer schema version.
+    """
+    from clifer_edge.memory.dual import GrowingDualMemory, network_class
+
+    path = Path(path)
+    header, arrays = _read_archive(path)
+    try:
+        config = GDMConfig.from_dict(header["config"])
+        labels = header["labels"]
+        n_features = header["n_features"]
+        if not (
+            isinstance(labels, list) and all(isinstance(x, str) and x for x in labels) and labels
+        ):
+            raise ValueError(f"labels={labels!r} should be a non-empty list of str")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels={labels!r} has duplicates")
+        if not isinstance(n_features, int) or n_features < 1:
+            raise ValueError(f"n_features={n_features!r} should be an int >= 1")
+        networks = {}
+        for name in _NETWORKS:
+            state = NetworkState(
+                **{key: arrays[f"{name}.{key}"] for key in NetworkState.FIELDS},
+                clock=int(header["clocks"][name]),
+            )
+            gwr = getattr(config, name)
+            state.validate(gwr.max_degree, gwr.temporal_degree)
+            if state.weights.shape[1:] != (config.context_depth + 1, n_features):
+                raise ValueError(
+                    f"{name} weights of shape {state.weights.shape}, expected "
+                    f"[N, {config.context_depth + 1}, {n_features}]"
+                )
+            if state.histograms.shape[1] != len(labels):
+                raise ValueError(
+                    f"{name} histograms have {state.histograms.shape[1]} columns "
+                    f"for {len(labels)} labels"
+                )
+            network = network_class(config.backend)(
+                gwr, n_features, config.context_depth, config.beta, config.a_inc, config.a_dec
+            )
+            network.ensure_labels(len(labels))
+            network.set_state(state)
+            networks[name] = network
+        rng = np.random.default_rng()
+        rng.bit_generator.state = header["rng_state"]
+        memory = GrowingDualMemory(config=config, seed=header.get("seed") or 0)
+        memory.config_ = config
+        memory.labels_ = list(labels)
+        memory.n_features_in_ = n_features
+        memory.n_episodes_ = int(header["n_episodes"])
+        memory.rng_ = rng
+        memory.episodic_ = networks["episodic"]
+        memory.semantic_ = networks["semantic"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise MemoryFileError(f"{path}: inconsistent memory file ({error})") from None
+    return memory
