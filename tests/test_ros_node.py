@@ -361,6 +361,12 @@ def test_ros4hri_aligned_faces_use_persistent_person_ids(hri_node, driver, ckplu
     response = _teach(driver, "clifer_hri", "bob", "happiness", len(happy))
     assert response.success, response.message
     assert bob.send(happy[1]).expression == "happy"
+
+    # A person whose face id cannot be a ROS4HRI id: a clear error, and the node carries on.
+    dave_pub = driver.node.create_publisher(String, "/humans/persons/dave/face_id", latched)
+    dave_pub.publish(String(data="9 bad/id"))
+    assert driver.spin_until(lambda: "'9 bad/id': not a valid ROS4HRI id" in hri_node.log(), 15.0)
+    assert bob.send(happy[2]).person_id == "bob"
     assert hri_node.alive()
 
 

@@ -414,8 +414,14 @@ class ExpressionNode(Node):
         self._track_faces(faces)
         self._track_persons(persons)
 
+    def _valid_ids(self, ids: list[str], kind: str) -> list[str]:
+        """The ids usable in topic names; the others are logged (once a second each) and skipped."""
+        for bad in (i for i in ids if not is_valid_id(i)):
+            self._log_error(f"ignoring {kind} id {bad!r}: not a valid ROS4HRI id ([A-Za-z]\\w*)")
+        return [i for i in ids if is_valid_id(i)]
+
     def _track_faces(self, ids: list[str]) -> None:
-        wanted = [i for i in ids if is_valid_id(i)][: self._p["max_faces"]]
+        wanted = self._valid_ids(ids, "face")[: self._p["max_faces"]]
         for face_id in set(self._face_subs) - set(wanted):
             self.destroy_subscription(self._face_subs.pop(face_id))
         for face_id in wanted:
@@ -430,7 +436,7 @@ class ExpressionNode(Node):
                 )
 
     def _track_persons(self, ids: list[str]) -> None:
-        wanted = [i for i in ids if is_valid_id(i)]
+        wanted = self._valid_ids(ids, "person")
         for person_id in set(self._person_subs) - set(wanted):
             self.destroy_subscription(self._person_subs.pop(person_id))
         for person_id in wanted:
@@ -444,9 +450,12 @@ class ExpressionNode(Node):
                 )
 
     def _on_person_face(self, msg: String, person_id: str) -> None:
+        """A person's current face id (ROS4HRI); an empty id means the person is not seen now."""
         for face_id, known in list(self._face_to_person.items()):
             if known == person_id and face_id != msg.data:
                 del self._face_to_person[face_id]
+        if msg.data and not self._valid_ids([msg.data], f"face (of person {person_id!r})"):
+            return
         if msg.data:
             self._face_to_person[msg.data] = person_id
 
