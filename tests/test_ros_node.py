@@ -370,6 +370,76 @@ def test_ros4hri_aligned_faces_use_persistent_person_ids(hri_node, driver, ckplu
     assert hri_node.alive()
 
 
+# ----------------------------------------------------------------------------- idle time
+def _diagnostics_of(driver: Driver, node: str) -> Any:
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    arrays = driver.collect(DiagnosticArray, "/diagnostics")
+
+    def latest() -> dict[str, str] | None:
+        for array in reversed(arrays):
+            for status in array.status:
+                if status.name.startswith(node):
+                    return {kv.key: kv.value for kv in status.values}
+        return None
+
+    return latest
+
+
+def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
+    ros, driver, ckplus, memory_dir, tmp_path
+):
+    from std_msgs.msg import Bool
+
+    node = _node(
+        ros,
+        tmp_path,
+        memory_dir,
+        "clifer_idle",
+        mode="camera",
+        camera_topic="/idle_cam/image",
+        camera_person_id="erin",
+        idle_topic="/test_idle",
+        idle_timeout_s=0.5,
+        imagination_period_s=0.1,
+        imagination_budget_s=0.2,
+    )
+    try:
+        _wait_ready(driver, node)
+        sender = FaceSender(driver, "/idle_cam/image", "/humans/faces/face0/expression")
+        happy = faces_of(ckplus, CAMERA_SUBJECT, "happiness")
+        for face in happy:
+            sender.send(camera_frame(face))
+        assert _teach(driver, "clifer_idle", "erin", "happy", len(happy)).success
+        latest = _diagnostics_of(driver, "clifer_idle")
+        idle_pub = driver.node.create_publisher(Bool, "/test_idle", 10)
+
+        # The behaviour layer says busy: no imagination even without faces.
+        busy = Bool(data=False)
+        assert driver.spin_until(
+            lambda: (d := latest()) is not None and d["idle"] == "False",
+            10.0,
+            every=lambda: idle_pub.publish(busy),
+        )
+        chunks = int(latest()["imagination chunks"])
+        driver.spin_until(lambda: False, 1.5, every=lambda: idle_pub.publish(busy))
+        assert int(latest()["imagination chunks"]) == chunks
+
+        # Idle: imagination runs ...
+        idle = Bool(data=True)
+        assert driver.spin_until(
+            lambda: int(latest()["imagination chunks"]) > chunks,
+            30.0,
+            every=lambda: idle_pub.publish(idle),
+        ), f"no imagination while idle: {latest()}"
+        # ... and a face arriving meanwhile is answered, by erin's memory.
+        answer = sender.send(camera_frame(happy[0]))
+        assert answer.person_id == "erin" and answer.memory != "fallback"
+    finally:
+        node.stop(signal.SIGINT)
+    assert node.process.returncode == 0, node.log()
+
+
 # ----------------------------------------------------------------------------- shutdown, start-up
 def test_sigint_saves_and_a_restarted_node_remembers(ros, driver, ckplus, memory_dir, tmp_path):
     params = {
