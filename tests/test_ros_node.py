@@ -425,12 +425,18 @@ def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
         driver.spin_until(lambda: False, 1.5, every=lambda: idle_pub.publish(busy))
         assert int(latest()["imagination chunks"]) == chunks
 
-        # Idle: imagination runs ...
+        # Idle: imagination runs, also while the camera keeps sending frames without faces ...
         idle = Bool(data=True)
+        empty_room = np.full((240, 320), 128, np.uint8)
+
+        def idle_and_no_faces() -> None:
+            idle_pub.publish(idle)
+            sender.send_raw(image_msg(empty_room, driver.node.get_clock().now().to_msg()))
+
         assert driver.spin_until(
             lambda: int(latest()["imagination chunks"]) > chunks,
             30.0,
-            every=lambda: idle_pub.publish(idle),
+            every=idle_and_no_faces,
         ), f"no imagination while idle: {latest()}"
         # ... and a face arriving meanwhile is answered, by erin's memory.
         answer = sender.send(camera_frame(happy[0]))

@@ -170,7 +170,7 @@ PARAMETERS: dict[str, tuple[Any, str, bool, list | None]] = {
     "imagination_enabled": (True, "Imagine unseen expressions during idle time.", False, None),
     "imagination_budget_s": (
         0.2,
-        "Longest imagination chunk (seconds); an arriving face waits at most this long.",
+        "Time budget of one imagination chunk (s); an arriving face stops it at its next step.",
         False,
         _float_range(0.01, 5.0),
     ),
@@ -215,7 +215,7 @@ PARAMETERS: dict[str, tuple[Any, str, bool, list | None]] = {
 
 @dataclass
 class _Stats:
-    """Counters for /diagnostics (written under the runtime lock or by one callback group)."""
+    """Counters for /diagnostics (written by the image callback group, read by diagnostics)."""
 
     received: int = 0
     processed: int = 0
@@ -472,8 +472,6 @@ class ExpressionNode(Node):
     def _handle(self, msg: Any, decode: Any, face_id: str | None) -> None:
         """Decode, run the runtime, publish; a bad message is logged and counted, never fatal."""
         self._stats.received += 1
-        self._last_face_time = time.monotonic()
-        self._runtime.notify_activity()  # stops an imagination chunk in progress early
         try:
             image, color_order = decode()
         except BadImageMessage as error:
@@ -499,6 +497,8 @@ class ExpressionNode(Node):
             self._stats.last_error = f"cannot process image on {face_id or 'camera'}: {error}"
             self._log_error(self._stats.last_error)
             return
+        if pairs:  # camera frames without a face do not end idle time
+            self._last_face_time = time.monotonic()
         for face, result in pairs:
             self._publish_expression(msg.header, face, result)
         self._stats.processed += 1
