@@ -758,7 +758,9 @@ def main(args: list[str] | None = None) -> int:
     save could no longer be logged), so SIGINT and SIGTERM raise KeyboardInterrupt here instead.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Also SIGINT: a process started in the background by a shell inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     try:
         node = ExpressionNode()
     except RuntimeError as error:
@@ -772,8 +774,8 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        executor.shutdown()  # waits for callbacks in flight, e.g. an imagination chunk
         node.close()
-        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
