@@ -1,6 +1,7 @@
 # Shared signatures of the GWR kernels (see _gwr.pyx). All take already-validated buffers.
 
-cdef float sq_distance(const float* a, const float* b, Py_ssize_t d) noexcept nogil
+cdef void sq_distances(const float* x, const float* W, Py_ssize_t n_rows, Py_ssize_t stride,
+                       Py_ssize_t d, float* out) noexcept nogil
 
 cdef void connect(int i, int j, long long clock, int[:, ::1] nbr, long long[:, ::1] stamp,
                   int[::1] deg) noexcept nogil

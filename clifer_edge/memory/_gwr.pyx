@@ -21,34 +21,61 @@ from libc.math cimport exp, sqrt
 import numpy as np
 
 
-cdef float sq_distance(const float* a, const float* b, Py_ssize_t d) noexcept nogil:
-    """Squared Euclidean distance with eight independent float accumulators (vectorisable)."""
-    cdef float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef float t0, t1, t2, t3, t4, t5, t6, t7
-    cdef Py_ssize_t j = 0
-    while j + 8 <= d:
-        t0 = a[j] - b[j]
-        t1 = a[j + 1] - b[j + 1]
-        t2 = a[j + 2] - b[j + 2]
-        t3 = a[j + 3] - b[j + 3]
-        t4 = a[j + 4] - b[j + 4]
-        t5 = a[j + 5] - b[j + 5]
-        t6 = a[j + 6] - b[j + 6]
-        t7 = a[j + 7] - b[j + 7]
-        s0 += t0 * t0
-        s1 += t1 * t1
-        s2 += t2 * t2
-        s3 += t3 * t3
-        s4 += t4 * t4
-        s5 += t5 * t5
-        s6 += t6 * t6
-        s7 += t7 * t7
-        j += 8
-    while j < d:
-        t0 = a[j] - b[j]
-        s0 += t0 * t0
-        j += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+cdef extern from *:
+    """
+    /* Squared Euclidean distances from one vector to many rows, the hot loop of the memory.
+       Eight independent float accumulators give the compiler lanes to vectorise without
+       reassociating any sum, so every build (SSE2, AVX2, NEON) returns bit-identical results. On x86-64 with glibc an AVX2 clone is compiled next to the
+       portable baseline and picked at load time (no -march=native needed). */
+    #if defined(__x86_64__) && defined(__GLIBC__) && !defined(CLIFER_NO_TARGET_CLONES) \
+        && ((defined(__clang__) && __clang_major__ >= 14) \
+            || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 6))
+    #define CLIFER_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define CLIFER_CLONES
+    #endif
+
+    static inline float clifer_sq_distance(const float *a, const float *b, Py_ssize_t d) {
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        Py_ssize_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            float t0 = a[j] - b[j], t1 = a[j + 1] - b[j + 1];
+            float t2 = a[j + 2] - b[j + 2], t3 = a[j + 3] - b[j + 3];
+            float t4 = a[j + 4] - b[j + 4], t5 = a[j + 5] - b[j + 5];
+            float t6 = a[j + 6] - b[j + 6], t7 = a[j + 7] - b[j + 7];
+            s0 += t0 * t0;
+            s1 += t1 * t1;
+            s2 += t2 * t2;
+            s3 += t3 * t3;
+            s4 += t4 * t4;
+            s5 += t5 * t5;
+            s6 += t6 * t6;
+            s7 += t7 * t7;
+        }
+        for (; j < d; ++j) {
+            float t = a[j] - b[j];
+            s0 += t * t;
+        }
+        return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+    }
+
+    CLIFER_CLONES
+    static void clifer_sq_distances(const float *x, const float *W, Py_ssize_t n_rows,
+                                    Py_ssize_t stride, Py_ssize_t d, float *out) {
+        for (Py_ssize_t i = 0; i < n_rows; ++i) {
+            out[i] = clifer_sq_distance(x, W + i * stride, d);
+        }
+    }
+    """
+    void clifer_sq_distances(const float *x, const float *W, Py_ssize_t n_rows,
+                             Py_ssize_t stride, Py_ssize_t d, float *out) noexcept nogil
+    float clifer_sq_distance(const float *a, const float *b, Py_ssize_t d) noexcept nogil
+
+
+cdef void sq_distances(const float* x, const float* W, Py_ssize_t n_rows, Py_ssize_t stride,
+                       Py_ssize_t d, float* out) noexcept nogil:
+    """out[i] = ||x - W[i * stride : i * stride + d]||^2 for i < n_rows (see the C above)."""
+    clifer_sq_distances(x, W, n_rows, stride, d, out)
 
 
 cdef void disconnect(int i, int j, int[:, ::1] nbr, long long[:, ::1] stamp,
@@ -191,26 +218,75 @@ cdef inline void _copy_node(float[:, :, ::1] W, int node, float[:, ::1] out) noe
             out[k, j] = W[node, k, j]
 
 
+cdef inline bint _before(double dist, int node, double other, int other_node) noexcept nogil:
+    """(dist, node) < (other, other_node): smaller distance first, ties to the lower index."""
+    return dist < other or (dist == other and node < other_node)
+
+
+cdef double _two_best(float[:, :, ::1] W, float[:, ::1] g, long long n_nodes, Py_ssize_t levels,
+                      const double[::1] alphas, float[:, ::1] scratch, int* b_out,
+                      int* s_out) noexcept nogil:
+    """BMU and second BMU of the context g: distance sum_k alpha_k ||g_k - w_k||, k < levels.
+
+    IN:  W [cap, depth, d], g [depth, d], n_nodes >= 2, levels, alphas [depth]
+    OUT: *b_out, *s_out (ties -> lower index); returns the BMU's distance;
+         scratch[0, :n_nodes] (squared prototype distances)
+    The context levels are only computed for nodes whose prototype term alone does not already
+    exceed the second-best distance, which cannot change the result (every term is >= 0).
+    """
+    cdef Py_ssize_t d = W.shape[2], depth = W.shape[1], k
+    cdef int node, first = 0, b = -1, s = -1
+    cdef long long step
+    cdef double dist, best = 1e300, second = 1e300
+    cdef float sq
+    sq_distances(&g[0, 0], &W[0, 0, 0], n_nodes, depth * d, d, &scratch[0, 0])
+    for node in range(1, n_nodes):  # the prototype-nearest node gives tight bounds early
+        if scratch[0, node] < scratch[0, first]:
+            first = node
+    for step in range(n_nodes + 1):
+        if step == 0:
+            node = first
+        elif step - 1 == first:
+            continue
+        else:
+            node = step - 1
+        dist = alphas[0] * sqrt(<double>scratch[0, node])
+        if dist > second:
+            continue
+        for k in range(1, levels):
+            sq = clifer_sq_distance(&g[k, 0], &W[node, k, 0], d)  # inlined: no call per node
+            dist += alphas[k] * sqrt(<double>sq)
+        if _before(dist, node, best, b):
+            second = best
+            s = b
+            best = dist
+            b = node
+        elif _before(dist, node, second, s):
+            second = dist
+            s = node
+    b_out[0] = b
+    s_out[0] = s
+    return best
+
+
 def nearest(const float[:, :, ::1] W, Py_ssize_t n_nodes, const float[:, ::1] X,
-            long long[::1] out_bmu, double[::1] out_distance):
+            float[::1] scratch, long long[::1] out_bmu, double[::1] out_distance):
     """BMU of every row of X by the prototypes (level 0) alone.
 
     IN:  W [cap, depth, d], n_nodes >= 1, X [n, d]
-    OUT: out_bmu [n] (ties -> lowest index), out_distance [n] (Euclidean)
+    OUT: out_bmu [n] (ties -> lowest index), out_distance [n] (Euclidean);
+         scratch [>= n_nodes] (squared distances of the last row)
     """
-    cdef Py_ssize_t i, j, best, d = X.shape[1]
-    cdef float dist, best_dist
+    cdef Py_ssize_t i, j, best, d = X.shape[1], stride = W.shape[1] * W.shape[2]
     with nogil:
         for i in range(X.shape[0]):
+            sq_distances(&X[i, 0], &W[0, 0, 0], n_nodes, stride, d, &scratch[0])
             best = 0
-            best_dist = sq_distance(&X[i, 0], &W[0, 0, 0], d)
             for j in range(1, n_nodes):
-                dist = sq_distance(&X[i, 0], &W[j, 0, 0], d)
-                if dist < best_dist:
-                    best_dist = dist
+                if scratch[j] < scratch[best]:
                     best = j
             out_bmu[i] = best
-            out_distance[i] = sqrt(<double>best_dist)
+            out_distance[i] = sqrt(<double>scratch[best])
 
 
 def trajectories(const int[:, ::1] syn, const float[:, ::1] syn_cnt, const int[::1] syn_deg,
@@ -260,6 +336,7 @@ def train(
     long long[::1] counters,
     float[:, ::1] previous_weights,
     float[:, ::1] g,
+    float[:, ::1] scratch,
     const double[::1] alphas,
     dict params,
 ):
@@ -269,7 +346,7 @@ def train(
             start_iteration (epoch * n + i to resume at), alphas [depth], params (scalars)
     IN/OUT: W, hab, hist, nbr, stamp, deg, syn, syn_cnt, syn_deg (the network);
             counters = [n_nodes, clock, previous BMU]; previous_weights [depth, d]
-    OUT:    g [depth, d] (scratch)
+    OUT:    g [depth, d], scratch [depth, >= cap] (work space)
     Returns the iteration to resume at: ``epochs * n`` when done, less when a node must be
     inserted but the buffers are full (nothing of that sample has been applied yet).
     """
@@ -328,22 +405,7 @@ def train(
                 continue
             # 2. BMU and second BMU (context levels only when the context is known)
             levels = depth if previous >= 0 else 1
-            b = -1
-            s = -1
-            best = 1e300
-            second = 1e300
-            for node in range(n_nodes):
-                dist = 0.0
-                for k in range(levels):
-                    dist += alphas[k] * sqrt(<double>sq_distance(&g[k, 0], &W[node, k, 0], d))
-                if dist < best:
-                    second = best
-                    s = b
-                    best = dist
-                    b = node
-                elif dist < second:
-                    second = dist
-                    s = node
+            best = _two_best(W, g, n_nodes, levels, alphas, scratch, &b, &s)
             if previous < 0:
                 for k in range(1, depth):
                     for j in range(d):

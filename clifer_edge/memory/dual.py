@@ -87,6 +87,12 @@ class GrowingDualMemory:
     n_episodes_ : int
         Number of successful :meth:`partial_fit` calls.
 
+    Notes
+    -----
+    One memory is not safe to use from two threads at once: the compiled training loop releases
+    the GIL while it updates the buffers in place, so a caller that learns in one thread (e.g.
+    idle-time imagination) and predicts in another must hold one lock per memory.
+
     Examples
     --------
     >>> mem = GrowingDualMemory(seed=0).partial_fit(X, ["happiness"] * len(X))  # doctest: +SKIP
@@ -371,8 +377,10 @@ class GrowingDualMemory:
 
         Raises
         ------
+        FileNotFoundError
+            If there is no file at ``path`` (a person without a memory yet).
         MemoryFileError
-            If the file is missing, damaged, truncated, not a memory file or from a newer version.
+            If the file is damaged, truncated, not a memory file or from a newer version.
         """
         from clifer_edge.memory.persistence import load_memory
 

@@ -77,6 +77,7 @@ class GWRNetwork:
         self._W, self._hab, self._hist = W, hab, hist
         self._nbr, self._stamp, self._deg = nbr, stamp, deg
         self._syn, self._syn_cnt, self._syn_deg = syn, syn_cnt, syn_deg
+        self._scratch = np.zeros((self.depth, capacity), dtype=np.float32)  # kernel work space
 
     # -- size -----------------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class GWRNetwork:
                 X, labels, starts_u8, epochs, iteration,
                 self._W, self._hab, self._hist, self._nbr, self._stamp, self._deg,
                 self._syn, self._syn_cnt, self._syn_deg,
-                counters, previous_weights, context, self.alphas, params,
+                counters, previous_weights, context, self._scratch, self.alphas, params,
             )  # fmt: skip
             self._n, self.clock = int(counters[0]), int(counters[1])
             if iteration >= total:
@@ -208,7 +209,7 @@ class GWRNetwork:
         X = np.ascontiguousarray(X, dtype=np.float32)
         bmus = np.empty(X.shape[0], dtype=np.int64)
         distances = np.empty(X.shape[0], dtype=np.float64)
-        _gwr.nearest(self._W, self._n, X, bmus, distances)
+        _gwr.nearest(self._W, self._n, X, self._scratch[0], bmus, distances)
         return bmus, distances
 
     def trajectories(self, length: int) -> list[list[int]]:

@@ -18,6 +18,9 @@ Losses of E and G (weights in :class:`clifer_train.config.TrainConfig`):
   ``C(E(G(z, t))) = t`` (expression control);
 - cycle: translate to a random target t and back, ``|G(E(G(z, t)), c) - x|``, and the latent
   identity term ``|E(G(z, t)) - z|``: the translated face must keep the person's latent;
+- generated faces are re-encoded by a *frozen* E (inference mode, gradients reach G only): if E
+  itself were trained on the classifier loss of generated faces it would learn to read a hidden
+  code that G writes into them, and the expression would never become visible;
 - optional perceptual/identity loss: L1 between the features of a user-supplied Keras feature
   extractor (e.g. a converted VGG-Face) for ``x`` and its reconstruction. Without such a file the
   latent identity term above plays that role, with E itself as the identity feature extractor.
@@ -169,6 +172,14 @@ class CAAE(keras.Model):
         return self.generator([self.encoder(images, training=training), expressions], training)
 
     # ---------------------------------------------------------------------------------------
+    def _judge_encode(self, images: tf.Tensor) -> tf.Tensor:
+        """E in inference mode with its weights held fixed: gradients flow to the images only."""
+        frozen = [tf.stop_gradient(v) for v in self.encoder.trainable_variables]
+        z, _ = self.encoder.stateless_call(
+            frozen, list(self.encoder.non_trainable_variables), images, training=False
+        )
+        return z
+
     def _adversarial(self, logits: tf.Tensor, real: bool) -> tf.Tensor:
         target = tf.ones_like(logits) if real else tf.zeros_like(logits)
         return tf.reduce_mean(self._bce(target, logits))
@@ -192,7 +203,7 @@ class CAAE(keras.Model):
             z = self.encoder(images, training=True)
             reconstructed = self.generator([z, expressions], training=True)
             translated = self.generator([z, target_hot], training=True)
-            z_translated = self.encoder(translated, training=True)
+            z_translated = self._judge_encode(translated)
             cycled = None
             if self.cfg.w_cycle > 0:
                 cycled = self.generator([z_translated, expressions], training=True)

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="total epochs (overrides the config)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument(
+        "--stop-after", type=int, help="stop after this many epochs (continue with --resume)"
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for TensorFlow (default: all)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             epochs=args.epochs,
             resume=args.resume,
+            stop_after=args.stop_after,
             progress=not args.no_progress,
         )
     except (ValueError, DatasetError) as error:

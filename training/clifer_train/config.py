@@ -49,7 +49,7 @@ class TrainConfig:
     # --- loss weights ----------------------------------------------------------------------
     w_reconstruction: float = 1.0
     w_tv: float = 0.01
-    w_adv_image: float = 0.05
+    w_adv_image: float = 0.02
     w_adv_latent: float = 0.01
     w_cls_real: float = 0.2
     w_cls_generated: float = 0.5

@@ -73,6 +73,7 @@ def train(
     *,
     epochs: int | None = None,
     resume: bool = False,
+    stop_after: int | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train (or continue training) a CAAE and fill ``out_dir``; return the history rows.
@@ -89,6 +90,9 @@ def train(
         Total epochs to reach (overrides ``cfg.epochs``).
     resume : bool
         Continue from the latest checkpoint in ``out_dir`` (a fresh start if there is none).
+    stop_after : int, optional
+        Stop once this many epochs are done, without changing the schedule of the full run
+        (time-sliced training on a shared machine; continue later with ``resume``).
     """
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -136,8 +140,9 @@ def train(
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log.info("resumed from %s (%d epochs done)", manager.latest_checkpoint, int(epoch_var))
     first_epoch = int(epoch_var)
-    if first_epoch >= cfg.epochs:
-        log.info("nothing to do: %d of %d epochs already done", first_epoch, cfg.epochs)
+    last_epoch = min(cfg.epochs, stop_after) if stop_after else cfg.epochs
+    if first_epoch >= last_epoch:
+        log.info("nothing to do: %d of %d epochs already done", first_epoch, last_epoch)
         return _read_history(out / "history.csv", first_epoch)
 
     train_ds = data_lib.training_dataset(
@@ -163,7 +168,7 @@ def train(
         callbacks.append(ProgressBar(steps))
     caae.fit(
         train_ds,
-        epochs=cfg.epochs,
+        epochs=last_epoch,
         initial_epoch=first_epoch,
         steps_per_epoch=steps,
         validation_data=val_ds,
@@ -398,6 +403,8 @@ def _read_history(path: Path, epochs_done: int) -> list[dict[str, float]]:
         return []
     with path.open(newline="") as handle:
         rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
     return [row for row in rows if row["epoch"] <= epochs_done]
 
 

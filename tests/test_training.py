@@ -1,0 +1,255 @@
+"""Training the Imagination model (CAAE) on real FER2013 faces, with tiny widths to stay fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from clifer_edge.datasets import DatasetError, load_npz  # noqa: E402
+from clifer_edge.labels import BASIC_EXPRESSIONS  # noqa: E402
+from clifer_train import data as data_lib  # noqa: E402
+from clifer_train.caae import CAAE  # noqa: E402
+from clifer_train.config import TrainConfig  # noqa: E402
+from clifer_train.models import build_all  # noqa: E402
+from clifer_train.train import _build_caae, train  # noqa: E402
+
+#: Tiny widths: every code path of the default model, a fraction of its cost.
+TINY = {
+    "encoder_filters": [8, 16, 16],
+    "generator_filters": [16, 16, 8],
+    "disc_filters": [8, 8, 16],
+    "dz_units": [16],
+    "classifier_units": [16],
+    "batch_size": 32,
+    "epochs": 2,
+    "learning_rate": 1e-3,
+    "max_val_samples": 64,
+    "grid_faces": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def fer_small(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few hundred real FER2013 faces (Training + PublicTest) in the shared npz layout."""
+    fer = load_npz(data_dir / "fer2013.npz")
+    rng = np.random.default_rng(0)
+    keep = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(fer.splits == "Training"), 320, replace=False),
+            rng.choice(np.flatnonzero(fer.splits == "PublicTest"), 64, replace=False),
+        ]
+    )
+    path = tmp_path_factory.mktemp("fer") / "fer_small.npz"
+    np.savez_compressed(
+        path, images=fer.images[keep], labels=fer.labels[keep], splits=fer.splits[keep]
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(fer_small: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted 2-epoch run: (run directory, history)."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    history = train(TrainConfig(**TINY), fer_small, out, progress=False)
+    return out, history
+
+
+# --- configuration -----------------------------------------------------------------------
+def test_shipped_configs_load() -> None:
+    default = TrainConfig.named("default")
+    assert (default.image_size, default.channels, default.z_dim) == (48, 1, 50)
+    assert tuple(default.vocabulary) == BASIC_EXPRESSIONS
+    paper = TrainConfig.named("paper")
+    assert paper.image_size == 96
+    assert paper.encoder_filters == [64, 128, 256, 512]
+    assert paper.encoder_dense == 1024
+
+
+def test_config_unknown_key() -> None:
+    with pytest.raises(ValueError, match="z_dimm"):
+        TrainConfig.from_dict({"z_dimm": 10})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("z_dim", "50"),
+        ("encoder_filters", [32, "64"]),
+        ("augment_flip", 1),
+        ("learning_rate", "fast"),
+        ("batch_size", 64.0),
+        ("perceptual_model", 3),
+    ],
+)
+def test_config_wrong_type(key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"'{key}' should be"):
+        TrainConfig.from_dict({key: value})
+
+
+def test_config_bad_values() -> None:
+    with pytest.raises(ValueError, match="not divisible"):
+        TrainConfig(image_size=50)
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="yes")
+    with pytest.raises(ValueError, match="perceptual_model"):
+        TrainConfig(w_perceptual=1.0)
+
+
+def test_config_yaml_errors_name_file_and_key(tmp_path: Path) -> None:
+    bad_key = tmp_path / "bad_key.yaml"
+    bad_key.write_text("epochs: 3\nbatchsize: 8\n")
+    with pytest.raises(ValueError, match=r"bad_key\.yaml.*batchsize"):
+        TrainConfig.named(str(bad_key))
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("epochs: [3\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        TrainConfig.from_yaml(bad_yaml)
+    with pytest.raises(ValueError, match="neither"):
+        TrainConfig.named("no-such-config")
+    saved = tmp_path / "saved.yaml"
+    TrainConfig(**TINY).to_yaml(saved)
+    assert TrainConfig.from_yaml(saved) == TrainConfig(**TINY)
+
+
+# --- data -----------------------------------------------------------------------------------
+def test_missing_data_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        train(TrainConfig(**TINY), tmp_path / "missing.npz", tmp_path / "run", progress=False)
+    with pytest.raises(DatasetError, match="not found"):
+        data_lib.read_faces(tmp_path / "missing.csv")
+
+
+def test_corrupt_npz(tmp_path: Path, fer_small: Path) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive" * 10)
+    with pytest.raises(DatasetError, match="not a readable npz"):
+        train(TrainConfig(**TINY), garbage, tmp_path / "run", progress=False)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(fer_small.read_bytes()[:5000])
+    with pytest.raises(DatasetError, match="not a readable npz"):
+        data_lib.read_faces(truncated)
+
+
+def test_fer2013_csv_layout(tmp_path: Path, fer_small: Path) -> None:
+    faces = load_npz(fer_small)
+    codes = {name: i for i, name in enumerate(data_lib.FER2013_EMOTIONS)}
+    lines = ["emotion,pixels,Usage"]
+    for image, label, split in zip(
+        faces.images[:20], faces.labels[:20], faces.splits[:20], strict=True
+    ):
+        lines.append(f"{codes[label]},{' '.join(map(str, image.ravel()))},{split}")
+    path = tmp_path / "fer2013.csv"
+    path.write_text("\n".join(lines) + "\n")
+    read = data_lib.read_faces(path)
+    np.testing.assert_array_equal(read.images, faces.images[:20])
+    np.testing.assert_array_equal(read.labels, faces.labels[:20])
+    np.testing.assert_array_equal(read.splits, faces.splits[:20])
+    path.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
+    with pytest.raises(DatasetError, match="line 2"):
+        data_lib.read_faces(path)
+
+
+def test_class_folder_layout(tmp_path: Path, fer_small: Path) -> None:
+    import cv2
+
+    faces = load_npz(fer_small)
+    root = tmp_path / "faces"
+    for i, (image, label) in enumerate(zip(faces.images[:12], faces.labels[:12], strict=True)):
+        folder = root / "Training" / ("happy" if label == "happiness" else label)
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    read = data_lib.read_faces(root)
+    assert len(read) == 12
+    assert set(read.labels) == set(faces.labels[:12])  # "happy" mapped to the canonical name
+    assert set(read.splits) == {"Training"}
+    prepared = data_lib.prepare(read, TrainConfig(**TINY), "Training")
+    assert prepared.images.shape == (12, 48, 48, 1)
+    assert prepared.images.min() >= -1.0 and prepared.images.max() <= 1.0
+
+
+def test_training_dataset_is_deterministic_per_epoch(fer_small: Path) -> None:
+    cfg = TrainConfig(**TINY)
+    train_faces, _ = data_lib.load_splits(fer_small, cfg)
+    whole = list(data_lib.training_dataset(train_faces, cfg, 0, 2).as_numpy_iterator())
+    second = list(data_lib.training_dataset(train_faces, cfg, 1, 2).as_numpy_iterator())
+    steps = data_lib.steps_per_epoch(len(train_faces), cfg.batch_size)
+    assert len(whole) == 2 * steps
+    for (x_a, y_a), (x_b, y_b) in zip(whole[steps:], second, strict=True):
+        np.testing.assert_array_equal(x_a, x_b)
+        np.testing.assert_array_equal(y_a, y_b)
+    assert not np.array_equal(whole[0][0], whole[steps][0])  # reshuffled/augmented per epoch
+    assert whole[0][0].min() >= -1.0 and whole[0][0].max() <= 1.0
+
+
+# --- models -----------------------------------------------------------------------------------
+def test_build_and_one_step_on_real_faces(fer_small: Path) -> None:
+    cfg = TrainConfig(**TINY)
+    faces, _ = data_lib.load_splits(fer_small, cfg)
+    images = tf.constant(faces.images[:16])
+    one_hot = tf.one_hot(faces.labels[:16], cfg.n_classes)
+
+    models = build_all(cfg)
+    encoder, generator = models["encoder"], models["generator"]
+    assert [t.name for t in encoder.inputs] == ["image"]
+    assert sorted(t.name for t in generator.inputs) == ["expression", "z"]
+    z = encoder(images)
+    assert z.shape == (16, cfg.z_dim) and float(tf.reduce_max(tf.abs(z))) <= 1.0
+    fake = generator({"z": z, "expression": one_hot})
+    assert fake.shape == images.shape and float(tf.reduce_max(tf.abs(fake))) <= 1.0
+    assert models["image_discriminator"]([images, one_hot]).shape == (16, 1)
+    assert models["latent_discriminator"](z).shape == (16, 1)
+    assert models["classifier"](z).shape == (16, cfg.n_classes)
+
+    caae = _build_caae(cfg, mixed=False, steps_per_epoch=10)
+    assert isinstance(caae, CAAE)
+    before = {name: [w.numpy() for w in getattr(caae, name).trainable_weights] for name in models}
+    logs = caae.train_step((images, one_hot))
+    for name, value in logs.items():
+        assert np.isfinite(float(value)), name
+    for name, weights in before.items():
+        after = getattr(caae, name).trainable_weights
+        changed = any(not np.array_equal(b, a.numpy()) for b, a in zip(weights, after, strict=True))
+        assert changed, f"{name} was not trained by train_step"
+
+
+# --- runs ---------------------------------------------------------------------------------------
+def test_two_epochs_lower_reconstruction_and_write_run_dir(two_epoch_run) -> None:
+    out, history = two_epoch_run
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history[1]["reconstruction"] < history[0]["reconstruction"]
+    assert np.isfinite(history[1]["val_reconstruction"])
+    for name in ("config.yaml", "encoder.keras", "generator.keras", "history.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "samples" / "epoch_002.png").is_file()
+    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["epochs_done"] == 2 and info["z_dim"] == 50
+    assert info["vocabulary"] == list(BASIC_EXPRESSIONS)
+    assert len(info["data_sha256"]) == 64
+
+    encoder = keras.models.load_model(out / "encoder.keras")
+    generator = keras.models.load_model(out / "generator.keras")
+    assert encoder.inputs[0].name == "image"
+    faces = np.zeros((2, 48, 48, 1), np.float32)
+    z = encoder.predict(faces, verbose=0)
+    image = generator.predict({"z": z, "expression": np.eye(7, dtype=np.float32)[:2]}, verbose=0)
+    assert image.shape == (2, 48, 48, 1)
+
+
+def test_resume_gives_the_same_next_loss(two_epoch_run, fer_small: Path, tmp_path: Path) -> None:
+    _, full = two_epoch_run
+    out = tmp_path / "interrupted"
+    first = train(TrainConfig(**TINY), fer_small, out, stop_after=1, progress=False)
+    assert [row["epoch"] for row in first] == [1]
+    with pytest.raises(ValueError, match="resume"):
+        train(TrainConfig(**TINY), fer_small, out, progress=False)
+    resumed = train(TrainConfig(**TINY), fer_small, out, resume=True, progress=False)
+    assert [row["epoch"] for row in resumed] == [1, 2]
+    for key in ("reconstruction", "g_total", "d_image", "val_reconstruction"):
+        assert resumed[1][key] == pytest.approx(full[1][key], rel=1e-5, abs=1e-6), key
