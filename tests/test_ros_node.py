@@ -495,3 +495,16 @@ def test_bad_runtime_config_path_is_refused(ros, tmp_path):
     code = node.process.wait(STARTUP_S)
     assert code == 1
     assert "no such file" in node.log()
+
+
+def test_shipped_params_file_matches_the_declared_parameters(ros):
+    import yaml
+
+    from clifer_edge.ros.node import PARAMETERS
+
+    shipped = yaml.safe_load((Path(__file__).parent.parent / "config/clifer_edge.yaml").read_text())
+    values = shipped["/**"]["ros__parameters"]
+    assert set(values) == set(PARAMETERS)
+    for name, param in PARAMETERS.items():
+        assert values[name] == param.default, name
+        assert type(values[name]) is type(param.default), name

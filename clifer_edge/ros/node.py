@@ -31,7 +31,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import rclpy
@@ -105,112 +105,61 @@ IMAGE_QOS = QoSProfile(
 )
 
 
-def _float_range(low: float, high: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+class Param(NamedTuple):
+    """One declared ROS parameter: default, description, whether it can change while running, and
+    the inclusive range of a number (rclpy enforces it; choices are checked by the node)."""
+
+    default: Any
+    description: str
+    dynamic: bool = False
+    low: float | None = None
+    high: float | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(description=self.description, read_only=not self.dynamic)
+        if self.low is not None and isinstance(self.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=self.low, to_value=self.high, step=0.0)
+            ]
+        elif self.low is not None:
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(self.low), to_value=int(self.high), step=1)
+            ]
+        return descriptor
 
 
-def _int_range(low: int, high: int) -> list[IntegerRange]:
-    return [IntegerRange(from_value=low, to_value=high, step=1)]
-
-
-#: name -> (default, description, read_only, range). Strings with choices are checked in
-#: :meth:`ExpressionNode._on_set_parameters`; numbers by their declared range.
-PARAMETERS: dict[str, tuple[Any, str, bool, list | None]] = {
-    "mode": (
-        "camera",
-        "Input: 'camera' (detect faces in camera_topic) or 'ros4hri' "
-        "(aligned faces from a ROS4HRI pipeline).",
-        True,
-        None,
-    ),
-    "camera_topic": ("/camera/image_raw", "camera mode: sensor_msgs/Image topic.", True, None),
-    "compressed_topic": (
-        "",
-        "camera mode: sensor_msgs/CompressedImage topic ('' = none).",
-        True,
-        None,
-    ),
-    "camera_person_id": (
-        "",
-        "camera mode: person id of every face ('' = the runtime's persons.mode decides).",
-        True,
-        None,
-    ),
-    "face_image": (
-        "aligned",
-        "ros4hri mode: which face image to read: 'aligned' or 'cropped'.",
-        True,
-        None,
-    ),
-    "runtime_config": (
-        "",
-        "Runtime YAML file (clifer_edge.runtime); '' = the shipped default.",
-        True,
-        None,
-    ),
-    "memory_dir": (
-        "",
-        "Directory of the persons' memory files; '' = the runtime config's.",
-        True,
-        None,
-    ),
-    "idle_topic": (
-        "",
-        "std_msgs/Bool topic from the behaviour layer: true = robot idle, "
-        "false = busy ('' = no-face timeout only).",
-        True,
-        None,
-    ),
-    "idle_timeout_s": (
-        10.0,
-        "Seconds without faces after which the robot counts as idle.",
-        False,
-        _float_range(0.5, 3600.0),
-    ),
-    "imagination_enabled": (True, "Imagine unseen expressions during idle time.", False, None),
-    "imagination_budget_s": (
-        0.2,
-        "Time budget of one imagination chunk (s); an arriving face stops it at its next step.",
-        False,
-        _float_range(0.01, 5.0),
-    ),
-    "imagination_period_s": (
-        1.0,
-        "Seconds between imagination chunks while idle.",
-        True,
-        _float_range(0.05, 600.0),
-    ),
-    "max_image_side": (
-        4096,
-        "Larger images are refused (protects the robot's memory).",
-        False,
-        _int_range(16, 16384),
-    ),
-    "diagnostics_period_s": (
-        1.0,
-        "Seconds between /diagnostics messages.",
-        True,
-        _float_range(0.1, 60.0),
-    ),
-    "autosave_period_s": (
-        300.0,
-        "Seconds between automatic saves of the memories (0 = only on shutdown and ~/save).",
-        True,
-        _float_range(0.0, 86400.0),
-    ),
-    "graph_poll_period_s": (
-        0.5,
-        "ros4hri mode without hri_msgs: seconds between scans of the ROS graph for face topics.",
-        True,
-        _float_range(0.05, 60.0),
-    ),
-    "max_faces": (
-        32,
-        "Face topics and publishers kept at once (least recently seen dropped).",
-        True,
-        _int_range(1, 1024),
-    ),
+# fmt: off
+#: The node's parameters (defaults as in config/clifer_edge.yaml).
+PARAMETERS: dict[str, Param] = {
+    "mode": Param("camera", "Input: 'camera' (detect faces in camera_topic) or 'ros4hri' "
+                  "(aligned faces from a ROS4HRI pipeline)."),
+    "camera_topic": Param("/camera/image_raw", "camera mode: sensor_msgs/Image topic."),
+    "compressed_topic": Param("", "camera mode: sensor_msgs/CompressedImage topic ('' = none)."),
+    "camera_person_id": Param("", "camera mode: person id of every face ('' = the runtime's "
+                              "persons.mode decides)."),
+    "face_image": Param("aligned", "ros4hri mode: face image to read: 'aligned' or 'cropped'."),
+    "runtime_config": Param("", "Runtime YAML file (clifer_edge.runtime); '' = the default."),
+    "memory_dir": Param("", "Directory of the persons' memories; '' = the runtime config's."),
+    "idle_topic": Param("", "std_msgs/Bool topic of the behaviour layer: true = robot idle, "
+                        "false = busy ('' = no-face timeout only)."),
+    "idle_timeout_s": Param(10.0, "Seconds without faces after which the robot counts as idle.",
+                            True, 0.5, 3600.0),
+    "imagination_enabled": Param(True, "Imagine unseen expressions during idle time.", True),
+    "imagination_budget_s": Param(0.2, "Time budget of one imagination chunk (s); an arriving "
+                                  "face stops it at its next step.", True, 0.01, 5.0),
+    "imagination_period_s": Param(1.0, "Seconds between imagination chunks while idle.",
+                                  False, 0.05, 600.0),
+    "max_image_side": Param(4096, "Larger images are refused (protects the robot's memory).",
+                            True, 16, 16384),
+    "diagnostics_period_s": Param(1.0, "Seconds between /diagnostics messages.", False, 0.1, 60.0),
+    "autosave_period_s": Param(300.0, "Seconds between automatic saves of the memories (0 = only "
+                               "on shutdown and ~/save).", False, 0.0, 86400.0),
+    "graph_poll_period_s": Param(0.5, "ros4hri mode without hri_msgs: seconds between scans of "
+                                 "the ROS graph for face topics.", False, 0.05, 60.0),
+    "max_faces": Param(32, "Face topics and publishers kept at once (least recently seen "
+                       "dropped).", False, 1, 1024),
 }
+# fmt: on
 
 
 @dataclass
@@ -239,13 +188,8 @@ class ExpressionNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for name, (default, description, read_only, ranges) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=description, read_only=read_only)
-            if ranges and isinstance(default, float):
-                descriptor.floating_point_range = ranges
-            elif ranges:
-                descriptor.integer_range = ranges
-            self.declare_parameter(name, default, descriptor)
+        for name, param in PARAMETERS.items():
+            self.declare_parameter(name, param.default, param.descriptor())
         problems = [
             reason
             for name in PARAMETERS
