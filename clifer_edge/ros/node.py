@@ -208,6 +208,7 @@ class ExpressionNode(Node):
         self._imagined_chunks = 0
         self._closed = False
         self._error_logged: dict[str, float] = {}
+        self._failures_reported = 0
 
         self._images_group = MutuallyExclusiveCallbackGroup()
         self._imagination_group = MutuallyExclusiveCallbackGroup()
@@ -624,10 +625,12 @@ class ExpressionNode(Node):
             "last error": stats.last_error,
         }
         values.update(_flatten(self._runtime.stats(), "runtime"))
-        level = DiagnosticStatus.OK
-        message = "running"
-        if stats.errors or stats.bad:
-            level, message = DiagnosticStatus.WARN, stats.last_error or "bad input seen"
+        # WARN while bad input keeps arriving (since the previous report), OK once it stops.
+        failures = stats.errors + stats.bad
+        level, message = DiagnosticStatus.OK, "running"
+        if failures > self._failures_reported:
+            level, message = DiagnosticStatus.WARN, stats.last_error
+        self._failures_reported = failures
         status = DiagnosticStatus(
             level=level,
             name=f"{self.get_name()}: expression recognition",
