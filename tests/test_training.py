@@ -253,3 +253,13 @@ def test_resume_gives_the_same_next_loss(two_epoch_run, fer_small: Path, tmp_pat
     assert [row["epoch"] for row in resumed] == [1, 2]
     for key in ("reconstruction", "g_total", "d_image", "val_reconstruction"):
         assert resumed[1][key] == pytest.approx(full[1][key], rel=1e-5, abs=1e-6), key
+
+
+def test_mixed_precision_run_saves_float32_models(fer_small: Path, tmp_path: Path) -> None:
+    """The GPU code path (loss-scaled float16), forced on the CPU for one short epoch."""
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "max_train_samples": 64, "mixed_precision": "on"})
+    history = train(cfg, fer_small, tmp_path / "mixed", progress=False)
+    assert np.isfinite(history[0]["g_total"])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    encoder = keras.models.load_model(tmp_path / "mixed" / "encoder.keras")
+    assert {layer.dtype_policy.name for layer in encoder.layers} == {"float32"}

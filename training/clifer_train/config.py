@@ -48,18 +48,18 @@ class TrainConfig:
     kernel_size: int = 5
     # --- loss weights ----------------------------------------------------------------------
     w_reconstruction: float = 1.0
-    w_tv: float = 0.01
-    w_adv_image: float = 0.02
+    w_tv: float = 0.05
+    w_adv_image: float = 0.05
     w_adv_latent: float = 0.01
     w_cls_real: float = 0.2
-    w_cls_generated: float = 0.5
+    w_cls_generated: float = 0.1
     w_cycle: float = 0.5
     w_latent_cycle: float = 0.2
     w_perceptual: float = 0.0
     perceptual_model: str | None = None  # a .keras feature extractor (e.g. converted VGG-Face)
     # --- optimisation ----------------------------------------------------------------------
     batch_size: int = 64
-    epochs: int = 10
+    epochs: int = 6
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     final_lr_fraction: float = 0.0  # linear decay from learning_rate to this fraction of it

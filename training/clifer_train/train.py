@@ -109,7 +109,26 @@ def train(
 
     strategy = select_strategy()
     mixed = use_mixed_precision(cfg.mixed_precision)
+    previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        return _run(cfg, strategy, mixed, Path(data_path), out, resume, stop_after, progress)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _run(
+    cfg: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    mixed: bool,
+    data_path: Path,
+    out: Path,
+    resume: bool,
+    stop_after: int | None,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """The body of :func:`train`, under the chosen dtype policy."""
+    ckpt_dir = out / "checkpoints"
     keras.utils.set_random_seed(cfg.seed)
 
     train_faces, val_faces = data_lib.load_splits(data_path, cfg)
@@ -156,7 +175,7 @@ def train(
         manager=manager,
         epoch_var=epoch_var,
         grid_faces=val_faces if val_faces is not None else train_faces,
-        data_path=Path(data_path),
+        data_path=data_path,
         n_train=len(train_faces),
         mixed=mixed,
     )
@@ -259,6 +278,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.data_sha256 = _sha256(data_path) if data_path.is_file() else None
         self.n_train = n_train
         self.mixed = mixed
+        self.git_commit = _git_commit()  # the code that started the run, not a later checkout
         self.history = _read_history(out / "history.csv", int(epoch_var))
         self.writer = tf.summary.create_file_writer(str(out / "tensorboard" / "samples"))
 
@@ -302,7 +322,7 @@ class RunRecorder(keras.callbacks.Callback):
             "data_sha256": self.data_sha256,
             "train_split": self.cfg.train_split,
             "train_faces": self.n_train,
-            "git_commit": _git_commit(),
+            "git_commit": self.git_commit,
             "epochs_done": done,
             "epochs": self.cfg.epochs,
             "vocabulary": list(self.cfg.vocabulary),
