@@ -421,6 +421,8 @@ def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
             10.0,
             every=lambda: idle_pub.publish(busy),
         )
+        # A chunk that started before the busy signal may still finish: let it, then count.
+        driver.spin_until(lambda: False, 1.0, every=lambda: idle_pub.publish(busy))
         chunks = int(latest()["imagination chunks"])
         driver.spin_until(lambda: False, 1.5, every=lambda: idle_pub.publish(busy))
         assert int(latest()["imagination chunks"]) == chunks
