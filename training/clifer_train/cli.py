@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="npz file, FER2013 CSV or class folders")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--epochs", type=int, help="total epochs (overrides the config)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint (with the run's own config.yaml)",
+    )
     parser.add_argument(
         "--stop-after", type=int, help="stop after this many epochs (continue with --resume)"
     )

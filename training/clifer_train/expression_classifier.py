@@ -82,6 +82,24 @@ def per_class_accuracy(
     }
 
 
+def balanced_accuracy_callback(x: np.ndarray, y: np.ndarray) -> Any:
+    """A callback adding ``val_balanced_accuracy`` (mean per-class recall) to the epoch logs.
+
+    The judge is used per target class, so the checkpoint keeps the epoch that recognises the
+    classes most evenly, not the one that is best on the majority classes.
+    """
+    import keras
+
+    class BalancedAccuracy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            predicted = np.argmax(self.model.predict(x, batch_size=256, verbose=0), axis=1)
+            recall = per_class_accuracy(y, predicted)
+            if logs is not None:
+                logs["val_balanced_accuracy"] = float(np.mean(list(recall.values())))
+
+    return BalancedAccuracy()
+
+
 def train_classifier(
     data: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -115,6 +133,7 @@ def train_classifier(
         counts = np.bincount(y_train, minlength=len(BASIC_EXPRESSIONS)).astype(np.float64)
         weights = len(y_train) / (len(counts) * np.maximum(counts, 1.0))
         class_weight = {i: float(w) for i, w in enumerate(weights)}
+    monitor = "val_balanced_accuracy" if balanced else "val_accuracy"
     model = build_classifier(x_train.shape[1], x_train.shape[3])
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -132,8 +151,9 @@ def train_classifier(
         validation_data=(x_test, y_test),
         class_weight=class_weight,
         callbacks=[
-            keras.callbacks.ModelCheckpoint(out, monitor="val_accuracy", save_best_only=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", factor=0.5, patience=2),
+            balanced_accuracy_callback(x_test, y_test),
+            keras.callbacks.ModelCheckpoint(out, monitor=monitor, mode="max", save_best_only=True),
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5, patience=3),
         ],
         verbose=2,
     )
@@ -151,7 +171,14 @@ def train_classifier(
         "train_seconds": round(seconds, 1),
         "test_accuracy": float(np.mean(predicted == y_test)),
         "test_accuracy_per_class": per_class_accuracy(y_test, predicted),
+        "test_balanced_accuracy": float(
+            np.mean(list(per_class_accuracy(y_test, predicted).values()))
+        ),
+        "checkpoint_monitor": monitor,
         "val_accuracy_per_epoch": [float(v) for v in history.history["val_accuracy"]],
+        "val_balanced_accuracy_per_epoch": [
+            float(v) for v in history.history.get("val_balanced_accuracy", [])
+        ],
         "vocabulary": list(BASIC_EXPRESSIONS),
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -192,6 +192,7 @@ def _run(
         steps_per_epoch=steps,
         validation_data=val_ds,
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles per epoch itself (reproducibly)
         verbose=0,
     )
     return recorder.history
