@@ -1,0 +1,35 @@
+# The ROS 2 wheels on PyPI (ros-kilted-*) export, in their *__rosidl_generator_py targets, the
+# include directories of the Python they were built with (/opt/python/cp311-cp311/...). Those do
+# not exist where the wheels are installed, and CMake refuses to generate a build that links such a
+# target. This swaps every missing /opt/python/ directory for this machine's Python and NumPy
+# headers. On a normal ROS install (apt, robot) no target names such a path and nothing changes.
+function(clifer_fix_wheel_python_includes)
+  get_directory_property(_targets IMPORTED_TARGETS)
+  set(_python_found FALSE)
+  foreach(_target IN LISTS _targets)
+    get_target_property(_dirs ${_target} INTERFACE_INCLUDE_DIRECTORIES)
+    if(NOT _dirs)
+      continue()
+    endif()
+    set(_kept "")
+    set(_missing FALSE)
+    foreach(_dir IN LISTS _dirs)
+      if(_dir MATCHES "^/opt/python/" AND NOT EXISTS "${_dir}")
+        set(_missing TRUE)
+      else()
+        list(APPEND _kept "${_dir}")
+      endif()
+    endforeach()
+    if(_missing)
+      if(NOT _python_found)
+        find_package(Python3 REQUIRED COMPONENTS Interpreter Development NumPy)
+        set(_python_found TRUE)
+        message(STATUS "clifer_msgs: using ${Python3_INCLUDE_DIRS} and "
+          "${Python3_NumPy_INCLUDE_DIRS} for wheel targets that name /opt/python")
+      endif()
+      list(APPEND _kept ${Python3_INCLUDE_DIRS} ${Python3_NumPy_INCLUDE_DIRS})
+      list(REMOVE_DUPLICATES _kept)
+      set_target_properties(${_target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_kept}")
+    endif()
+  endforeach()
+endfunction()
