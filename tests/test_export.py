@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from clifer_edge.datasets import load_npz
+from clifer_edge.fileio import sha256_file
 from clifer_edge.models import ModelFileError, ModelMetadata, TFLiteModel, load_default_models
-from clifer_edge.models.litert import sha256_of
 from clifer_edge.preprocessing import preprocess_faces
 from clifer_export import cli
 from clifer_export.convert import ExportError, describe_models, export_run, load_run
@@ -80,7 +80,7 @@ def test_metadata_describes_every_file(tiny_run, exported: Path) -> None:
         for variant in ("int8", "float16", "float32")
     )
     for name, entry in meta.models.items():
-        assert entry["sha256"] == sha256_of(exported / name)
+        assert entry["sha256"] == sha256_file(exported / name)
         assert entry["bytes"] == (exported / name).stat().st_size
     int8_input = meta.models["encoder_int8.tflite"]["inputs"]["image"]
     assert int8_input["dtype"] == "int8" and int8_input["scale"] > 0

@@ -137,11 +137,12 @@ def test_new_person_gets_the_fallback_then_their_own_memory(tmp_path, models, su
 
 
 def test_bundled_calibration_belongs_to_the_bundled_encoder(models):
-    from clifer_edge.runtime.calibration import LatentCalibration, file_sha256
+    from clifer_edge.fileio import sha256_file
+    from clifer_edge.runtime.calibration import LatentCalibration
     from clifer_edge.runtime.runtime import calibration_path, encoder_file
 
     config = load_config(None)
-    sha = file_sha256(encoder_file(models[0], config))
+    sha = sha256_file(encoder_file(models[0], config))
     calibration = LatentCalibration.load(calibration_path(config), encoder_sha256=sha)
     assert calibration.z_dim == models[0].metadata.z_dim
     assert calibration.info["publictest_accuracy"] > 1.0 / len(calibration.labels)

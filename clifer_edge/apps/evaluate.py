@@ -40,7 +40,6 @@ from clifer_edge.evaluation.protocol import (
 )
 from clifer_edge.evaluation.report import (
     build_results,
-    sha256_file,
     summary_table,
     write_json,
     write_report,
@@ -48,6 +47,7 @@ from clifer_edge.evaluation.report import (
 from clifer_edge.evaluation.split import SPLIT_RULE
 from clifer_edge.evaluation.static import logistic_baseline, score_subjects
 from clifer_edge.faces import FaceDetector, FaceDetectorError
+from clifer_edge.fileio import sha256_file
 from clifer_edge.preprocessing import InvalidImageError
 
 

@@ -74,15 +74,6 @@ def interpreter_class(preferred: str | None = None) -> tuple[type, str]:
     )
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file (recorded by the export, checked by the loader)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_model_file(path: str | os.PathLike[str], expected_sha256: str | None = None) -> bytes:
     """Read a ``.tflite`` file and check that it is one, before any runtime parses it.
 

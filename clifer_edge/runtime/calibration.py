@@ -22,16 +22,15 @@ rather than silently misused):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clifer_edge.fileio import atomic_savez, sha256_file
 from clifer_edge.labels import BASIC_EXPRESSIONS
 
 #: Smallest standard deviation used per latent dimension (guards constant dimensions).
@@ -40,15 +39,6 @@ MIN_STD = 1e-3
 
 class CalibrationError(ValueError):
     """The calibration file is missing, damaged, or was built for another encoder."""
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file (ties a calibration to the encoder it was built with)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LatentCalibration:
@@ -139,22 +129,15 @@ class LatentCalibration:
         """Write the calibration as a small npz, atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(
-                    stream,
-                    mean=self.mean,
-                    std=self.std,
-                    class_means=self.class_means,
-                    labels=np.array(self.labels),
-                    variance=np.array(self.variance),
-                    info=np.array(json.dumps(self.info)),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_savez(
+            path,
+            mean=self.mean,
+            std=self.std,
+            class_means=self.class_means,
+            labels=np.array(self.labels),
+            variance=np.array(self.variance),
+            info=np.array(json.dumps(self.info)),
+        )
 
     @classmethod
     def load(
@@ -237,7 +220,7 @@ def build_calibration(
     train = np.sort(np.asarray(train_rows, dtype=np.int64))
     latents = _encode_all(encoder, dataset.images[train], "calibrate: encode FER2013", progress)
     info = {
-        "encoder_sha256": file_sha256(encoder_path),
+        "encoder_sha256": sha256_file(encoder_path),
         "data": Path(dataset.source).name,
         "n_train": len(train),
         "seed": seed,

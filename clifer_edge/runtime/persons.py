@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import zipfile
 import zlib
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from clifer_edge.fileio import atomic_savez
 from clifer_edge.memory import GrowingDualMemory
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class PersonStore:
             value = getattr(state, name)
             if value is not None:
                 arrays[name] = np.asarray(value, dtype=np.float32)
-        _atomic_savez(self.directory / f"{key}{_RECORD_SUFFIX}", arrays)
+        atomic_savez(self.directory / f"{key}{_RECORD_SUFFIX}", **arrays)
         state.dirty = False
 
     def save_all(self) -> None:
@@ -430,31 +430,3 @@ def glob_escape(text: str) -> str:
 
 def _belongs_to(name: str, key: str) -> bool:
     return name.startswith(f"{key}{_MEMORY_SUFFIX}") or name.startswith(f"{key}{_RECORD_SUFFIX}")
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an npz so that a crash leaves either the old or the new file (never a torn one)."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -30,13 +30,13 @@ import cv2
 import numpy as np
 
 from clifer_edge.datasets import DatasetError
+from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import canonical_label
 from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
 from clifer_edge.runtime.calibration import (
     CalibrationError,
     LatentCalibration,
     build_calibration,
-    file_sha256,
 )
 from clifer_edge.runtime.config import RuntimeConfig, load_config
 from clifer_edge.runtime.imagination import ImaginationReport, ImaginationScheduler, _append
@@ -143,7 +143,7 @@ def find_calibration(
         If there is no usable calibration and none can be built.
     """
     path = encoder_file(encoder, config)
-    sha = file_sha256(path) if path.exists() else None
+    sha = sha256_file(path) if path.exists() else None
     configured = calibration_path(config)
     problems = []
     candidates = [configured]

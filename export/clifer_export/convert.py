@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from clifer_edge.datasets import FaceDataset, load_npz
+from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.models.imagination import (
     METADATA_FILENAME,
@@ -38,7 +39,7 @@ from clifer_edge.models.imagination import (
     ModelMetadata,
     model_filename,
 )
-from clifer_edge.models.litert import TFLiteModel, sha256_of
+from clifer_edge.models.litert import TFLiteModel
 from clifer_edge.preprocessing import preprocess_faces
 
 #: Faces drawn from the training split to calibrate the int8 ranges.
@@ -295,7 +296,7 @@ def _model_entry(path: Path, role: str, variant: str) -> dict[str, Any]:
     return {
         "role": role,
         "variant": variant,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
         "runtime": model.backend,
         "inputs": {spec.name: spec.quantisation() for spec in model.inputs},
@@ -360,7 +361,11 @@ def export_run(
             if old.training == training:
                 for name, entry in old.models.items():
                     path = out / name
-                    if name not in entries and path.exists() and sha256_of(path) == entry["sha256"]:
+                    if (
+                        name not in entries
+                        and path.exists()
+                        and sha256_file(path) == entry["sha256"]
+                    ):
                         entries[name] = entry
     import keras
     import tensorflow as tf
