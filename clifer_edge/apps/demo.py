@@ -228,7 +228,8 @@ def imagined_grid(rt: ExpressionRuntime, subjects: list[Subject], path: Path) ->
         "a real face, then G(episodic prototype, expression); green = the expression shown",
         fontsize=9,
     )
-    fig.tight_layout()
+    # keep about 0.4 inch at the top for the title, above the column headings
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return len(rows)
