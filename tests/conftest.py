@@ -19,3 +19,11 @@ def data_dir() -> Path:
         if (candidate / "ckplus48.npz").exists():
             return candidate
     pytest.fail(f"shared face data not found in {[str(c) for c in candidates]}; set {DATA_DIR_ENV}")
+
+
+@pytest.fixture(scope="session")
+def models():
+    """The bundled default int8 encoder and generator, loaded once for the runtime tests."""
+    from runtime_support import default_models
+
+    return default_models()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import ck_subjects, default_models, learn_classes, make_runtime
+from runtime_support import ck_subjects, learn_classes, make_runtime
 
 from clifer_edge.datasets import load_npz
 from clifer_edge.preprocessing import InvalidImageError
@@ -18,11 +18,6 @@ from clifer_edge.runtime import RuntimeConfig, load_config
 from clifer_edge.runtime.config import config_to_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def models():
-    return default_models()
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,10 @@ import time
 
 import numpy as np
 import pytest
-from runtime_support import ck_subjects, default_models, learn_classes, make_runtime
+from runtime_support import ck_subjects, learn_classes, make_runtime
 from sklearn.metrics import f1_score
 
 from clifer_edge.runtime.imagination import imagine_latents
-
-
-@pytest.fixture(scope="module")
-def models():
-    return default_models()
 
 
 @pytest.fixture(scope="module")

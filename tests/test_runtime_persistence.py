@@ -13,16 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import ck_subjects, default_models, learn_classes, make_runtime
+from runtime_support import ck_subjects, learn_classes, make_runtime
 
 from clifer_edge.runtime.persons import person_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def models():
-    return default_models()
 
 
 @pytest.fixture(scope="module")
