@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -53,3 +54,19 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def git_commit(directory: str | os.PathLike[str]) -> str | None:
+    """Commit of the checkout holding ``directory`` (``-dirty`` if it had local changes), or None
+    outside a git checkout: recorded with trained models and reports as their provenance."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(directory), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit or None
