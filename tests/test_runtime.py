@@ -133,7 +133,7 @@ def test_new_person_gets_the_fallback_then_their_own_memory(tmp_path, models, su
 
 def test_bundled_calibration_belongs_to_the_bundled_encoder(models):
     from clifer_edge.fileio import sha256_file
-    from clifer_edge.runtime.calibration import LatentCalibration
+    from clifer_edge.models.calibration import LatentCalibration
     from clifer_edge.runtime.runtime import calibration_path, encoder_file
 
     config = load_config(None)
@@ -144,7 +144,7 @@ def test_bundled_calibration_belongs_to_the_bundled_encoder(models):
 
 
 def test_calibration_of_another_encoder_is_refused(tmp_path, models):
-    from clifer_edge.runtime.calibration import CalibrationError, LatentCalibration
+    from clifer_edge.models.calibration import CalibrationError, LatentCalibration
     from clifer_edge.runtime.runtime import calibration_path
 
     calibration = LatentCalibration.load(calibration_path(load_config(None)))

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from clifer_edge.apps import demo as demo_app
-from clifer_edge.apps import run as run_app
+from clifer_edge.cli import demo as demo_app
+from clifer_edge.cli import run as run_app
 from clifer_edge.datasets import load_npz
 
 

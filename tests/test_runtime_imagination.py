@@ -11,7 +11,7 @@ import pytest
 from runtime_support import ck_subjects, learn_classes, make_runtime
 from sklearn.metrics import f1_score
 
-from clifer_edge.runtime.imagination import imagine_latents
+from clifer_edge.imagination import imagine_latents
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
 
 #: ``imagine(prototypes [n, d], labels) -> (latents [m, d], labels)``: imagined faces of the
-#: person under other expressions, in feature space (see ``runtime.imagination.imagine_latents``).
+#: person under other expressions, in feature space (see ``imagination.imagine_latents``).
 ImagineFn = Callable[[np.ndarray, list[str]], tuple[np.ndarray, list[str]]]
 
 

@@ -6,7 +6,7 @@ classifiers are scored on exactly the held-out faces each subject is tested on i
 memories see:
 
 - ``fallback``: the runtime's own answer for a person it has not learned yet (nearest FER2013
-  class mean of the latent calibration, :mod:`clifer_edge.runtime.calibration`);
+  class mean of the latent calibration, :mod:`clifer_edge.models.calibration`);
 - ``logreg``: a multinomial logistic regression on encoder features of FER2013 Training faces
   (a stronger crowd classifier, trained on other people).
 """

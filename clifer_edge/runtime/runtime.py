@@ -32,21 +32,16 @@ import numpy as np
 from clifer_edge.datasets import DatasetError
 from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import canonical_label
-from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
-from clifer_edge.runtime.calibration import (
+from clifer_edge.models.calibration import (
     CalibrationError,
     LatentCalibration,
     build_calibration,
 )
-from clifer_edge.runtime.config import RuntimeConfig, load_config
-from clifer_edge.runtime.imagination import ImaginationReport, ImaginationScheduler, _append
-from clifer_edge.runtime.persons import (
-    IdentityIndex,
-    PersonState,
-    PersonStore,
-    default_memory_factory,
-    person_key,
-)
+from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
+from clifer_edge.runtime.config import RuntimeConfig, default_memory_factory, load_config
+from clifer_edge.runtime.identity import IdentityIndex
+from clifer_edge.runtime.persons import PersonState, PersonStore, person_key
+from clifer_edge.runtime.scheduler import ImaginationReport, ImaginationScheduler, _append
 
 logger = logging.getLogger(__name__)
 

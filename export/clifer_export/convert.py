@@ -33,7 +33,7 @@ import numpy as np
 from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import BASIC_EXPRESSIONS
-from clifer_edge.models.imagination import (
+from clifer_edge.models.encoder_generator import (
     METADATA_FILENAME,
     VARIANTS,
     ModelMetadata,

@@ -29,7 +29,7 @@ import numpy as np
 
 from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.labels import BASIC_EXPRESSIONS
-from clifer_edge.models.imagination import METADATA_FILENAME, VARIANTS, model_filename
+from clifer_edge.models.encoder_generator import METADATA_FILENAME, VARIANTS, model_filename
 from clifer_edge.models.litert import TFLiteModel
 from clifer_edge.preprocessing import preprocess_faces
 

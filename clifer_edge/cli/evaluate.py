@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from clifer_edge import __version__
-from clifer_edge.apps._common import (
+from clifer_edge.cli._common import (
     add_split_arguments,
     check_split_arguments,
     choose_subjects,
@@ -149,7 +149,7 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 
 def _imagine_fn(encoder: Any, generator: Any, space: FeatureSpace) -> Any:
     """Imagination as the robot does it (the runtime's ``imagine_latents``)."""
-    from clifer_edge.runtime.imagination import imagine_latents
+    from clifer_edge.imagination import imagine_latents
 
     def imagine(prototypes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
         # prototypes live in the memories' space; G and E work on encoder latents
@@ -183,7 +183,7 @@ def _calibration(
     args: argparse.Namespace, encoder: Any, models: dict[str, Any], progress: bool
 ) -> tuple[Any, dict[str, Any]]:
     """The encoder's latent calibration: the file beside the models, else built from FER2013."""
-    from clifer_edge.runtime.calibration import (
+    from clifer_edge.models.calibration import (
         CalibrationError,
         LatentCalibration,
         build_calibration,
@@ -399,7 +399,7 @@ def _meta(
         "imagination": "after each class, up to 20 episodic prototypes (BMUs of that class's real "
         "faces) decoded "
         "by G under every other expression of the model vocabulary, re-encoded by E, and "
-        "trained in episodes of 5 with RNAT replay (runtime.imagination.imagine_latents)",
+        "trained in episodes of 5 with RNAT replay (imagination.imagine_latents)",
         "split_rule": SPLIT_RULE,
         "split": {
             "test_fraction": round(args.test_fraction, 4),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clifer_edge.runtime.calibration import build_calibration
+from clifer_edge.models.calibration import build_calibration
 from clifer_edge.runtime.config import load_config
 from clifer_edge.runtime.runtime import calibration_path, encoder_file, load_models
 

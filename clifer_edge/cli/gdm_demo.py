@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_edge.apps._common import (
+from clifer_edge.cli._common import (
     add_split_arguments,
     check_split_arguments,
     choose_subjects,

@@ -1,22 +1,22 @@
 """``clifer-edge``: the robot-side command line (demo, offline/live runs, evaluation).
 
-Each sub-command lives in its own module under :mod:`clifer_edge.apps`, exposing
-``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches.
+Each sub-command lives in its own module under :mod:`clifer_edge.cli`, exposing
+``add_arguments(parser)`` and ``run(args) -> int``; this package's ``__init__`` only dispatches
+(``python -m clifer_edge.cli`` works too).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "gdm-demo": ("clifer_edge.apps.gdm_demo", "GDM on real faces (PCA features), per subject"),
-    "demo": ("clifer_edge.apps.demo", "the main job: real faces through the learning runtime"),
-    "run": ("clifer_edge.apps.run", "recognise (and learn) faces from a video, camera or images"),
-    "calibrate": ("clifer_edge.apps.calibrate", "calibrate the memories' latent space + fallback"),
-    "eval": ("clifer_edge.apps.evaluate", "CLIFER per-subject protocol on a data set"),
+    "gdm-demo": ("clifer_edge.cli.gdm_demo", "GDM on real faces (PCA features), per subject"),
+    "demo": ("clifer_edge.cli.demo", "the main job: real faces through the learning runtime"),
+    "run": ("clifer_edge.cli.run", "recognise (and learn) faces from a video, camera or images"),
+    "calibrate": ("clifer_edge.cli.calibrate", "calibrate the memories' latent space + fallback"),
+    "eval": ("clifer_edge.cli.evaluate", "CLIFER per-subject protocol on a data set"),
 }
 
 
@@ -34,7 +34,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args._run(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
