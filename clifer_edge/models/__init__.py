@@ -1,5 +1,6 @@
 """The exported Imagination model on the robot: LiteRT loader, encoder and generator wrappers,
-and the encoder's latent calibration (memory space + person-independent fallback).
+the encoder's latent calibration (memory space + person-independent fallback) and
+:class:`~clifer_edge.models.files.ModelFiles`, the one place that finds these files.
 
 No TensorFlow here: the models run with ``ai_edge_litert`` (falling back to ``tflite_runtime``, then
 ``tf.lite`` only when nothing else is installed). The default int8 models ship in ``default/``.
@@ -8,11 +9,12 @@ No TensorFlow here: the models run with ``ai_edge_litert`` (falling back to ``tf
 from __future__ import annotations
 
 from clifer_edge.models.calibration import CalibrationError, LatentCalibration
-from clifer_edge.models.encoder_generator import (
+from clifer_edge.models.encoder_generator import Encoder, Generator, ModelMetadata
+from clifer_edge.models.files import (
     DEFAULT_MODEL_DIR,
-    Encoder,
-    Generator,
-    ModelMetadata,
+    VARIANTS,
+    ModelFiles,
+    calibration_filename,
     load_default_models,
     model_filename,
 )
@@ -20,13 +22,16 @@ from clifer_edge.models.litert import ModelFileError, TFLiteModel, interpreter_c
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "VARIANTS",
     "CalibrationError",
     "Encoder",
     "Generator",
     "LatentCalibration",
     "ModelFileError",
+    "ModelFiles",
     "ModelMetadata",
     "TFLiteModel",
+    "calibration_filename",
     "interpreter_class",
     "load_default_models",
     "model_filename",

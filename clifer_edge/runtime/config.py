@@ -17,9 +17,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from clifer_edge.models.files import ModelFiles
 
 #: The documented default configuration shipped with the package.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -149,6 +152,13 @@ class RuntimeConfig:
     def memory_directory(self) -> Path:
         """The memory directory with ``~`` and environment variables expanded."""
         return Path(os.path.expandvars(os.path.expanduser(self.memory.directory)))
+
+    def model_files(self) -> ModelFiles:
+        """The configured model, metadata and calibration files (see ``models.*``)."""
+        from clifer_edge.models.files import ModelFiles
+
+        models = self.models
+        return ModelFiles.locate(models.directory, models.variant, models.calibration)
 
 
 #: Allowed values of string keys.

@@ -45,6 +45,8 @@ PERSON_FORMAT = 1
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MEMORY_SUFFIX = ".gdm"
 _RECORD_SUFFIX = ".person.npz"
+#: Real labelled latents remembered per person (where imagination may start from).
+MAX_REAL_LATENTS = 1024
 #: PersonState arrays kept in the record file.
 _RECORD_ARRAYS = ("real_latents", "imagined_sources", "imagined_latents", "identity")
 
@@ -98,6 +100,15 @@ class PersonState:
     #: False once evicted or forgotten: a stale object (e.g. held by the imagination scheduler)
     #: must then never be saved over the files.
     resident: bool = True
+
+    def learn(self, latents: np.ndarray, labels: list[str]) -> None:
+        """Train the memory on one real labelled episode and remember what the person showed
+        (the labels, and the latents where imagination may start from)."""
+        self.memory.partial_fit(latents, labels)
+        self.shown_labels.update(labels)
+        self.real_latents = append_rows(self.real_latents, latents, MAX_REAL_LATENTS)
+        self.n_episodes += 1
+        self.n_faces_learned += len(labels)
 
     @property
     def fitted(self) -> bool:
@@ -324,6 +335,13 @@ class PersonStore:
             error,
             target.name,
         )
+
+
+def append_rows(record: np.ndarray | None, rows: np.ndarray, limit: int) -> np.ndarray:
+    """Rows appended to a record, keeping only the newest ``limit``."""
+    rows = np.asarray(rows, dtype=np.float32)
+    merged = rows if record is None or len(record) == 0 else np.concatenate([record, rows])
+    return merged[-limit:]
 
 
 def glob_escape(text: str) -> str:

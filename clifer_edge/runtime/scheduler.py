@@ -26,7 +26,7 @@ import numpy as np
 from clifer_edge.imagination import generator_vocabulary, imagine_faces, reconstruct_latents
 from clifer_edge.models.calibration import LatentCalibration
 from clifer_edge.runtime.config import ImaginationConfig
-from clifer_edge.runtime.persons import PersonState
+from clifer_edge.runtime.persons import PersonState, append_rows
 
 logger = logging.getLogger(__name__)
 
@@ -284,16 +284,9 @@ class ImaginationScheduler:
 
     @staticmethod
     def _mark(state: PersonState, prototypes: np.ndarray, latents: np.ndarray | None) -> None:
-        state.imagined_sources = _append(state.imagined_sources, prototypes, MAX_RECORDED)
+        state.imagined_sources = append_rows(state.imagined_sources, prototypes, MAX_RECORDED)
         if latents is not None:
-            state.imagined_latents = _append(state.imagined_latents, latents, MAX_RECORDED)
-
-
-def _append(record: np.ndarray | None, rows: np.ndarray, limit: int) -> np.ndarray:
-    """Rows appended to a record, keeping only the newest ``limit``."""
-    rows = np.asarray(rows, dtype=np.float32)
-    merged = rows if record is None or len(record) == 0 else np.concatenate([record, rows])
-    return merged[-limit:]
+            state.imagined_latents = append_rows(state.imagined_latents, latents, MAX_RECORDED)
 
 
 def _nearest(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
