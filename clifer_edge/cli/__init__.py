@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -20,12 +21,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def plain_text(docstring: str) -> str:
+    """A docstring without its reStructuredText markup, for ``--help``: ``code`` -> code,
+    :role:`~package.module.name` -> name, :role:`text <target>` -> text."""
+    text = re.sub(r":[a-z]+:`~?([^`<]*?)\s*<[^`]*>`", r"\1", docstring)
+    text = re.sub(r":[a-z]+:`~([^`]*)`", lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    text = re.sub(r":[a-z]+:`([^`]*)`", r"\1", text)
+    return text.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clifer-edge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="clifer-edge", description=plain_text(__doc__.splitlines()[0])
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=module.__doc__)
+        command = sub.add_parser(name, help=help_text, description=plain_text(module.__doc__))
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
     return parser

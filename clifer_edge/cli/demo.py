@@ -235,7 +235,7 @@ def plot_curves(subjects: list[Subject], curves: dict[str, dict[str, Curves]], p
     import matplotlib.pyplot as plt
 
     datasets = sorted({s.dataset for s in subjects})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         names = [s.name for s in subjects if s.dataset == dataset]
         # colour = with or without imagination; line and marker = which classes are tested
@@ -261,8 +261,10 @@ def plot_curves(subjects: list[Subject], curves: dict[str, dict[str, Curves]], p
         ax.set_ylabel("macro F1 (held-out faces)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    # one legend for both panels, below them, where it hides no curve
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

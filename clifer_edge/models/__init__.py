@@ -9,7 +9,12 @@ No TensorFlow here: the models run with ``ai_edge_litert`` (falling back to ``tf
 from __future__ import annotations
 
 from clifer_edge.models.calibration import CalibrationError, LatentCalibration
-from clifer_edge.models.encoder_generator import Encoder, Generator, ModelMetadata
+from clifer_edge.models.encoder_generator import (
+    METADATA_FILENAME,
+    Encoder,
+    Generator,
+    ModelMetadata,
+)
 from clifer_edge.models.files import (
     DEFAULT_MODEL_DIR,
     VARIANTS,
@@ -22,6 +27,7 @@ from clifer_edge.models.litert import ModelFileError, TFLiteModel, interpreter_c
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "METADATA_FILENAME",
     "VARIANTS",
     "CalibrationError",
     "Encoder",

@@ -32,12 +32,7 @@ import numpy as np
 from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.fileio import atomic_path, git_commit, sha256_file
 from clifer_edge.labels import BASIC_EXPRESSIONS
-from clifer_edge.models.encoder_generator import (
-    METADATA_FILENAME,
-    VARIANTS,
-    ModelMetadata,
-    model_filename,
-)
+from clifer_edge.models import METADATA_FILENAME, VARIANTS, ModelMetadata, model_filename
 from clifer_edge.models.litert import TFLiteModel
 from clifer_edge.preprocessing import preprocess_faces
 
