@@ -155,7 +155,7 @@ def test_calibration_of_another_encoder_is_refused(tmp_path, models):
         LatentCalibration.load(tmp_path / "damaged.npz")
 
 
-def test_a_missing_calibration_is_an_error_not_a_silent_build(tmp_path, capsys):
+def test_a_missing_calibration_is_an_error_not_a_silent_build(tmp_path, capsys, data_dir):
     """Starting the runtime never builds a calibration: it says to run clifer-edge calibrate."""
     import shutil
 
@@ -179,6 +179,12 @@ def test_a_missing_calibration_is_an_error_not_a_silent_build(tmp_path, capsys):
     code = main(["run", "--config", str(yaml_file), "--images", str(frames)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "clifer-edge calibrate" in err[0]
+    # the explicit command builds it beside the models; then the runtime starts
+    argv = ["calibrate", "--model-dir", str(models), "--data", str(data_dir / "fer2013.npz")]
+    assert main([*argv, "--per-class", "20"]) == 0
+    assert "calibration written to" in capsys.readouterr().out
+    assert (models / "calibration_int8.npz").exists()
+    ExpressionRuntime(config).close()
 
 
 def test_teach_a_brand_new_label_from_recent_faces(tmp_path, models, subjects):
