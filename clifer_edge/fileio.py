@@ -1,10 +1,9 @@
-"""File helpers shared by the memory, the runtime and the tools: checksums, atomic writes,
-provenance.
+"""File helpers shared by the memory, the runtime and the tools: checksums and atomic writes.
 
 Memories are the robot's only record of what it learned about a person, so every file that holds
 them is written atomically: a crash or ``kill -9`` leaves either the old or the new file, never a
 torn one. Model and data files are identified by SHA-256 wherever results or calibrations refer
-to them. Standard library and numpy only, so that every layer (and training/export) may use it.
+to them. Standard library and numpy only, so that every layer may use it.
 """
 
 from __future__ import annotations
@@ -31,8 +30,32 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def atomic_savez(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     """Write an uncompressed npz atomically: temporary file, fsync, rename, fsync the directory."""
-    with atomic_path(path) as temp, open(temp, "wb") as stream:
-        np.savez(stream, **arrays)
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable (POSIX); silently impossible on some file systems."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -80,17 +103,3 @@ def git_commit(directory: str | os.PathLike[str]) -> str | None:
         return None
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and commit else None
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX); silently impossible on some file systems."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -81,17 +81,6 @@ class _Timings:
         }
 
 
-def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
-    """The configured encoder and generator (:meth:`RuntimeConfig.model_files`).
-
-    Raises
-    ------
-    ModelFileError
-        For a missing, truncated or mismatched model or metadata file (a ``ValueError``).
-    """
-    return config.model_files().load(config.models.num_threads)
-
-
 class ExpressionRuntime:
     """Personalised, continually learning expression recognition for a robot.
 
@@ -109,6 +98,15 @@ class ExpressionRuntime:
         a missing one is a :class:`CalibrationError` that says to run ``clifer-edge calibrate``.
     clock : callable() -> float
         Time source of the idle timer (a simulation may pass its own).
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, truncated or mismatched model or metadata file.
+    CalibrationError
+        For a missing or damaged calibration, or one of another encoder.
+    ValueError
+        When ``models.image_size`` or the generator's ``z_dim`` disagree with the encoder.
     """
 
     def __init__(
@@ -122,7 +120,9 @@ class ExpressionRuntime:
     ) -> None:
         self.config = config if config is not None else load_config(None)
         if encoder is None or generator is None:
-            loaded_encoder, loaded_generator = load_models(self.config)
+            loaded_encoder, loaded_generator = self.config.model_files().load(
+                self.config.models.num_threads
+            )
             encoder = encoder if encoder is not None else loaded_encoder
             generator = generator if generator is not None else loaded_generator
         self.encoder = encoder
