@@ -220,9 +220,15 @@ class CAAE(keras.Model):
         d_prior, d_encoded = ops.split(d_z, 2, axis=0)
         # Each player's gradient comes from its own loss only (see train_step), so the fakes
         # need no detaching: d_loss moves the discriminators, never E or G.
-        d_image_loss = _adversarial(d_real, True) + (
-            _adversarial(d_rec, False) + _adversarial(d_trans, False) + _adversarial(d_wrong, False)
-        ) / 3.0
+        d_image_loss = (
+            _adversarial(d_real, True)
+            + (
+                _adversarial(d_rec, False)
+                + _adversarial(d_trans, False)
+                + _adversarial(d_wrong, False)
+            )
+            / 3.0
+        )
         d_latent_loss = _adversarial(d_prior, True) + _adversarial(d_encoded, False)
 
         # 4. Encoder/generator losses, and the classifier's own loss on real faces.
@@ -291,7 +297,9 @@ class CAAE(keras.Model):
             return self._jax_train_step(*args)
         if keras.backend.backend() == "tensorflow":
             return self._tf_train_step(*args)
-        raise NotImplementedError(f"CAAE trains under tensorflow or jax, not {keras.backend.backend()}")
+        raise NotImplementedError(
+            f"CAAE trains under tensorflow or jax, not {keras.backend.backend()}"
+        )
 
     def _tf_train_step(self, data):
         import tensorflow as tf
@@ -307,7 +315,9 @@ class CAAE(keras.Model):
         grads_by_player = [tape.gradient(loss, variables) for loss in players]
         del tape
         grads = [
-            grads_by_player[group][i] if grads_by_player[group][i] is not None else ops.zeros_like(v)
+            grads_by_player[group][i]
+            if grads_by_player[group][i] is not None
+            else ops.zeros_like(v)
             for i, (v, group) in enumerate(zip(variables, self._groups(), strict=True))
         ]
         self.optimizer.apply(grads, variables)
@@ -328,17 +338,20 @@ class CAAE(keras.Model):
             ]
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 g_loss, c_loss, d_loss, scalars = self.compute_losses(images, expressions)
-                players = tuple(self.optimizer.scale_loss(loss) for loss in (g_loss, c_loss, d_loss))
+                players = tuple(
+                    self.optimizer.scale_loss(loss) for loss in (g_loss, c_loss, d_loss)
+                )
             updated = [
                 scope.get_current_value(v) if scope.get_current_value(v) is not None else value
                 for v, value in zip(self.non_trainable_variables, non_trainable, strict=True)
             ]
             return players, (scalars, updated)
 
-        players, pullback, (scalars, non_trainable) = jax.vjp(forward, trainable, has_aux=True)
+        _, pullback, (scalars, non_trainable) = jax.vjp(forward, trainable, has_aux=True)
         one, zero = jax.numpy.ones(()), jax.numpy.zeros(())
         by_player = [
-            pullback(tuple(one if k == player else zero for k in range(3)))[0] for player in range(3)
+            pullback(tuple(one if k == player else zero for k in range(3)))[0]
+            for player in range(3)
         ]
         grads = [by_player[group][i] for i, group in enumerate(self._groups())]
         trainable, optimizer_variables = self.optimizer.stateless_apply(

@@ -64,7 +64,10 @@ def build_encoder(cfg: TrainConfig) -> keras.Model:
     # (b) Identity code: from one block earlier (finer detail), through its own convolution.
     i = taps[-2] if len(taps) > 1 else taps[-1]
     i = layers.Conv2D(
-        cfg.encoder_filters[-1], 3, strides=2 if len(taps) > 1 else 1, padding="same",
+        cfg.encoder_filters[-1],
+        3,
+        strides=2 if len(taps) > 1 else 1,
+        padding="same",
         name=f"{IDENTITY_PREFIX}conv",
     )(i)
     i = layers.LeakyReLU(_LEAK, name=f"{IDENTITY_PREFIX}lrelu")(i)

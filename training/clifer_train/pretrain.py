@@ -19,14 +19,14 @@ import keras
 
 from clifer_train import checkpoint
 from clifer_train import data as data_lib
-from clifer_train.records import ProgressBar, plot_history, read_history, write_history
 from clifer_train.config import TrainConfig
+from clifer_train.records import ProgressBar, plot_history, read_history, write_history
 
 log = logging.getLogger(__name__)
 
 
 def expression_model(encoder: keras.Model, classifier: keras.Model) -> keras.Model:
-    """image -> E's expression code -> C's logits (shares the layers of ``encoder``/``classifier``)."""
+    """image -> expression code -> C's logits (shares the layers and weights of E and C)."""
     code = encoder.get_layer("z_expression").output
     return keras.Model(encoder.input, classifier(code), name="expression_model")
 

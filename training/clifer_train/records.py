@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import keras
 import matplotlib
 import numpy as np
 from tqdm import tqdm
+
+from clifer_edge.fileio import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # (backend chosen first: no display on servers)
@@ -27,7 +28,9 @@ class ProgressBar(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         total = self.params.get("epochs", epoch + 1)
-        self.bar = tqdm(total=self.steps, desc=f"{self.label} {epoch + 1}/{total}", mininterval=20.0)
+        self.bar = tqdm(
+            total=self.steps, desc=f"{self.label} {epoch + 1}/{total}", mininterval=20.0
+        )
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         assert self.bar is not None
@@ -43,12 +46,10 @@ class ProgressBar(keras.callbacks.Callback):
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     """One CSV row per epoch (written atomically)."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(f".{path.stem}.tmp.csv")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_history(path: Path, epochs_done: int) -> list[dict[str, float]]:
@@ -62,9 +63,7 @@ def read_history(path: Path, epochs_done: int) -> list[dict[str, float]]:
     return [row for row in rows if row["epoch"] <= epochs_done]
 
 
-def plot_history(
-    history: list[dict[str, float]], path: Path, panels: dict[str, list[str]]
-) -> None:
+def plot_history(history: list[dict[str, float]], path: Path, panels: dict[str, list[str]]) -> None:
     """One panel per entry of ``panels`` (title -> history keys), epochs on the x axis."""
     if not history:
         return

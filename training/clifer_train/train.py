@@ -31,7 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from clifer_edge.fileio import git_commit, sha256_file
+from clifer_edge.fileio import atomic_path, atomic_write_text, git_commit, sha256_file
 from clifer_edge.preprocessing import to_uint8
 from clifer_train import checkpoint
 from clifer_train import data as data_lib
@@ -48,8 +48,13 @@ CURVE_PANELS = {
     "reconstruction (L1)": ["reconstruction", "val_reconstruction", "cycle"],
     "identity (latent L1)": ["latent_cycle", "val_latent_cycle"],
     "adversarial": ["d_image", "adv_image", "d_latent", "adv_latent"],
-    "expression": ["cls_real", "cls_generated", "cls_accuracy", "val_cls_accuracy",
-                   "val_translation_accuracy"],
+    "expression": [
+        "cls_real",
+        "cls_generated",
+        "cls_accuracy",
+        "val_cls_accuracy",
+        "val_translation_accuracy",
+    ],
 }
 
 
@@ -291,7 +296,9 @@ class RunRecorder(keras.callbacks.Callback):
         self.data_sha256 = sha256_file(data_path) if data_path.is_file() else None
         self.n_train = n_train
         self.mixed = mixed
-        self.git_commit = git_commit(Path(__file__).parent)  # the code that started the run
+        self.git_commit = git_commit(
+            Path(__file__).resolve().parent
+        )  # the code that started the run
         self.history = read_history(out / "history.csv", first_epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -327,9 +334,8 @@ class RunRecorder(keras.callbacks.Callback):
             generator_copy.set_weights(generator.get_weights())
             encoder, generator = encoder_copy, generator_copy
         for model, name in ((encoder, "encoder"), (generator, "generator")):
-            tmp = self.out / f".{name}.tmp.keras"
-            model.save(tmp)
-            os.replace(tmp, self.out / f"{name}.keras")
+            with atomic_path(self.out / f"{name}.keras", suffix=".keras") as tmp:
+                model.save(tmp)
 
     def write_info(self, done: int) -> None:
         info: dict[str, Any] = {
@@ -351,9 +357,7 @@ class RunRecorder(keras.callbacks.Callback):
             "keras": keras.__version__,
             "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        tmp = self.out / ".train_info.tmp.json"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, self.out / "train_info.json")
+        atomic_write_text(self.out / "train_info.json", json.dumps(info, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------
