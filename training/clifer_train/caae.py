@@ -304,7 +304,7 @@ class CAAE(keras.Model):
     def _tf_train_step(self, data):
         import tensorflow as tf
 
-        images, expressions = data
+        images, expressions, _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape(persistent=True) as tape:
             *players, scalars = self.compute_losses(images, expressions)
@@ -329,7 +329,7 @@ class CAAE(keras.Model):
         import jax
 
         trainable, non_trainable, optimizer_variables, metrics_variables = state
-        images, expressions = data
+        images, expressions, _ = keras.utils.unpack_x_y_sample_weight(data)
 
         def forward(trainable_values):
             mapping = [
@@ -397,7 +397,7 @@ class CAAE(keras.Model):
     def test_step(self, *args):
         if keras.backend.backend() == "jax":
             trainable, non_trainable, metrics_variables = args[0]
-            images, expressions = args[1]
+            images, expressions, _ = keras.utils.unpack_x_y_sample_weight(args[1])
             mapping = [
                 *zip(self.trainable_variables, trainable, strict=True),
                 *zip(self.non_trainable_variables, non_trainable, strict=True),
@@ -408,7 +408,7 @@ class CAAE(keras.Model):
                 metrics_variables, self.val_trackers, scalars
             )
             return logs, (trainable, non_trainable, metrics_variables)
-        images, expressions = args[0]
+        images, expressions, _ = keras.utils.unpack_x_y_sample_weight(args[0])
         scalars = self.validation_scalars(images, expressions)
         for name, tracker in self.val_trackers.items():
             tracker.update_state(scalars[name])

@@ -155,8 +155,10 @@ class FaceBatches(keras.utils.PyDataset):
     """Shuffled, augmented training batches ``(images, one-hot[, sample weights])``.
 
     Each epoch's order and augmentation depend only on ``(cfg.seed, epoch)``, so a run resumed at
-    epoch k sees exactly the batches an uninterrupted run would have seen; ``epoch`` advances at
-    each epoch's end. Plain numpy and OpenCV, so the pipeline needs no TensorFlow under JAX.
+    epoch k sees exactly the batches an uninterrupted run would have seen. ``epoch`` is set by
+    :class:`FollowEpochs` from ``fit``'s own epoch index (Keras peeks at batches and calls
+    ``on_epoch_end`` more often than once per epoch, so a counter would drift); pass
+    ``shuffle=False`` to ``fit``. Plain numpy and OpenCV: no TensorFlow needed under JAX.
     """
 
     def __init__(
@@ -181,9 +183,6 @@ class FaceBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return self.steps
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-
     def order(self, epoch: int) -> np.ndarray:
         """Face indices of one epoch, batch after batch."""
         rng = np.random.default_rng([self.cfg.seed, epoch])
@@ -197,6 +196,17 @@ class FaceBatches(keras.utils.PyDataset):
         if self.weights is None:
             return images, self.one_hot[chosen]
         return images, self.one_hot[chosen], self.weights[chosen]
+
+
+class FollowEpochs(keras.callbacks.Callback):
+    """Tells a :class:`FaceBatches` which epoch ``fit`` is in, before the epoch's batches."""
+
+    def __init__(self, batches: FaceBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.epoch = epoch
 
 
 def augment(images: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> np.ndarray:

@@ -64,18 +64,20 @@ def pretrain(
     if first_epoch >= cfg.pretrain_epochs:
         return history
 
+    batches = data_lib.FaceBatches(train_faces, cfg, first_epoch, weighted=True)
     recorder = _Recorder(directory, holders, history)
-    callbacks: list[keras.callbacks.Callback] = [recorder]
+    callbacks: list[keras.callbacks.Callback] = [data_lib.FollowEpochs(batches), recorder]
     if progress:
         callbacks.append(ProgressBar(steps, ("loss", "accuracy"), "stage 1, epoch"))
     model.fit(
-        data_lib.FaceBatches(train_faces, cfg, first_epoch, weighted=True),
+        batches,
         epochs=cfg.pretrain_epochs,
         initial_epoch=first_epoch,
         validation_data=(val_faces.images, data_lib.one_hot(val_faces))
         if val_faces is not None
         else None,
         callbacks=callbacks,
+        shuffle=False,  # the batches shuffle per epoch themselves (reproducibly)
         verbose=0,
     )
     return recorder.history

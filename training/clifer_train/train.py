@@ -230,14 +230,15 @@ def _run(
         recorder.write_info(first_epoch)
         return recorder.history
 
-    callbacks: list[keras.callbacks.Callback] = [recorder]
+    batches = data_lib.FaceBatches(train_faces, global_cfg, first_epoch)
+    callbacks: list[keras.callbacks.Callback] = [data_lib.FollowEpochs(batches), recorder]
     if on_tensorflow():
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False))
     if progress:
         keys = ("reconstruction", "d_image", "adv_image", "cls_generated")
         callbacks.append(ProgressBar(steps, keys, "epoch"))
     caae.fit(
-        data_lib.FaceBatches(train_faces, global_cfg, first_epoch),
+        batches,
         epochs=last_epoch,
         initial_epoch=first_epoch,
         validation_data=(val_faces.images, data_lib.one_hot(val_faces))
@@ -245,6 +246,7 @@ def _run(
         else None,
         validation_batch_size=global_cfg.batch_size,
         callbacks=callbacks,
+        shuffle=False,  # the batches shuffle per epoch themselves (reproducibly)
         verbose=0,
     )
     return recorder.history
@@ -378,9 +380,11 @@ def sample_grid(caae: CAAE, images: np.ndarray, labels: np.ndarray, n_classes: i
     """uint8 mosaic: one row per face; columns real | reconstruction | each target expression."""
     eye = np.eye(n_classes, dtype=np.float32)
     z = caae.encoder(images, training=False)
-    columns = [images, caae.generator([z, eye[labels]], training=False)]
+    hot = keras.ops.convert_to_tensor(eye[labels])
+    columns = [images, caae.generator([z, hot], training=False)]
     for k in range(n_classes):
-        columns.append(caae.generator([z, eye[np.full(len(images), k)]], training=False))
+        hot = keras.ops.convert_to_tensor(eye[np.full(len(images), k)])
+        columns.append(caae.generator([z, hot], training=False))
     tiles = np.stack([keras.ops.convert_to_numpy(c).astype(np.float32) for c in columns], axis=1)
     n, cols, h, w, ch = tiles.shape
     mosaic = tiles.transpose(0, 2, 1, 3, 4).reshape(n * h, cols * w, ch)
