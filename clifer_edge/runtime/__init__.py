@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from clifer_edge.runtime.config import RuntimeConfig, load_config
 from clifer_edge.runtime.imagination import ImaginationReport, imagine_latents
+from clifer_edge.runtime.persons import PersonSaveError
 from clifer_edge.runtime.runtime import ExpressionRuntime, FaceResult
 
 __all__ = [
     "ExpressionRuntime",
     "FaceResult",
     "ImaginationReport",
+    "PersonSaveError",
     "RuntimeConfig",
     "imagine_latents",
     "load_config",
