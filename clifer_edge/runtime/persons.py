@@ -412,19 +412,28 @@ class PersonStore:
         return found
 
     def apply_retention(self) -> None:
-        """Delete never-labelled persons beyond ``max_unlabelled`` or not seen for too long."""
+        """Delete never-labelled persons beyond ``max_unlabelled`` or not seen for too long.
+
+        Resident ones count too (by their last sighting); one with labelled faces still pending
+        is never deleted.
+        """
         now = self.clock()
-        unlabelled = sorted(
-            (entry.seen_at, key)
-            for key, entry in self._on_disk.items()
-            if not entry.labelled and key not in self._resident
-        )
+        unlabelled = []
+        for key, entry in self._on_disk.items():
+            state = self._resident.get(key)
+            if entry.labelled or (state is not None and (state.fitted or state.pending_labels)):
+                continue
+            unlabelled.append((entry.seen_at if state is None else state.last_seen, key))
+        unlabelled.sort()
         limit = self.retention.max_unlabelled
         max_age = self.retention.unlabelled_max_age_s
         expired = [key for seen, key in unlabelled if now - seen > max_age]
         excess = [key for _, key in unlabelled[: max(0, len(unlabelled) - limit)]]
         for key in dict.fromkeys(expired + excess):
             entry = self._on_disk.pop(key)
+            state = self._resident.pop(key, None)
+            if state is not None:
+                state.resident = False
             self._delete_files(key)
             self.n_retention_deleted += 1
             if entry.person_id is not None:
@@ -483,7 +492,12 @@ class PersonStore:
                 try:
                     meta, arrays = self._read_record(Path(entry.path), key)
                 except _UNUSABLE as error:
-                    self._quarantine([Path(entry.path)], error)
+                    memory = self.directory / f"{key}{_MEMORY_SUFFIX}"
+                    paths = [Path(entry.path)]
+                    if isinstance(error, _EncoderMismatch) and memory.exists():
+                        paths.insert(0, memory)  # its latents come from that encoder too
+                        self._on_disk.pop(key, None)
+                    self._quarantine(paths, error)
                     continue
                 info = self._on_disk.setdefault(key, _OnDisk(None, False, 0.0))
                 info.person_id = meta["person_id"]
