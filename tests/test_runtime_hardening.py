@@ -255,7 +255,7 @@ def test_forget_leaves_nothing_behind(tmp_path, models, subjects):
     assert again.forget(person)
     assert not [name for name in files_under(tmp_path) if key in name]
     assert person not in {pid for pid, _, _ in again.persons.iter_records()}
-    assert person not in again.identities._ids
+    assert person not in again.identities
 
 
 # -- 5: permissions ------------------------------------------------------------------------------
@@ -449,3 +449,24 @@ def test_temporaries_are_removed_at_start_up(tmp_path, models, subjects):
     assert not any(path.exists() for path in left)
     assert files_under(tmp_path) == [name for name in kept if not name.endswith(".tmp")]
     assert os.listdir(tmp_path)
+
+
+def test_identity_index_keeps_every_person_after_removals(models, data_dir):
+    from clifer_edge.datasets import load_npz
+    from clifer_edge.preprocessing import preprocess_faces
+    from clifer_edge.runtime.persons import IdentityIndex
+
+    encoder = models[0]
+    images = load_npz(data_dir / "ckplus48.npz").images[::40][:20]
+    latents = encoder.encode(preprocess_faces(images, encoder.metadata.image_size))
+    index = IdentityIndex(threshold=1e-6)
+    for i, latent in enumerate(latents):
+        index.update(f"p{i}", latent)
+    for i in (0, 7, 19, 3):
+        index.remove(f"p{i}")
+    assert len(index) == 16
+    kept = [i for i in range(20) if i not in (0, 7, 19, 3)]
+    assert [index.assign(latents[i]) for i in kept] == [f"p{i}" for i in kept]
+    assert index.assign(latents[7]).startswith("person-")
+    rebuilt = IdentityIndex(1e-6, [(f"p{i}", latents[i], 1) for i in kept])
+    assert [rebuilt.assign(latents[i]) for i in kept] == [f"p{i}" for i in kept]
