@@ -72,8 +72,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def atomic_savez(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
-    """Write an uncompressed npz atomically: temporary file, fsync, rename, fsync the directory."""
+def atomic_savez(path: str | os.PathLike[str], durable: bool = True, **arrays: np.ndarray) -> None:
+    """Write an uncompressed npz atomically: temporary file, fsync, rename, fsync the directory.
+
+    ``durable=False`` skips both fsyncs (the rename stays atomic; after a power cut the file may
+    be older, or, on some file systems, empty) for data not worth the wait.
+    """
     path = Path(path)
     handle, temp = tempfile.mkstemp(
         prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent
@@ -81,13 +85,15 @@ def atomic_savez(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
-            stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> None:

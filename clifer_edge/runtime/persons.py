@@ -262,12 +262,18 @@ class PersonStore:
         self.clock = clock
         self._resident: OrderedDict[str, PersonState] = OrderedDict()
         self._on_disk: dict[str, _OnDisk] = {}
+        #: Never-labelled persons on disk (key -> last seen), least recently saved first.
+        self._unlabelled: OrderedDict[str, float] = OrderedDict()
         self._identities: dict[str, tuple[np.ndarray, int]] = {}
         self.n_evictions = 0
         self.n_quarantined = 0
         self.n_retention_deleted = 0
         self._remove_temporaries()
         self._scan()
+        for seen, key in sorted(
+            (entry.seen_at, key) for key, entry in self._on_disk.items() if not entry.labelled
+        ):
+            self._unlabelled[key] = seen
         self.apply_retention()
 
     # -- access ------------------------------------------------------------------------------
@@ -347,12 +353,17 @@ class PersonStore:
             value = getattr(state, name)
             if value is not None:
                 arrays[name] = np.asarray(value, dtype=np.float32)
-        atomic_savez(self.directory / f"{key}{_RECORD_SUFFIX}", **arrays)
+        # A never-labelled person's record (an identity centroid) is not worth an fsync.
+        atomic_savez(self.directory / f"{key}{_RECORD_SUFFIX}", durable=state.fitted, **arrays)
         state.dirty = False
-        new_unlabelled = key not in self._on_disk and not state.fitted
         self._on_disk[key] = _OnDisk(state.person_id, state.fitted, state.last_seen)
-        if new_unlabelled:
-            self.apply_retention()
+        if state.fitted:
+            self._unlabelled.pop(key, None)
+        else:
+            self._unlabelled[key] = state.last_seen
+            self._unlabelled.move_to_end(key)
+            if len(self._unlabelled) > self.retention.max_unlabelled:
+                self.apply_retention()
 
     def save_if_changed(self, state: PersonState) -> None:
         """:meth:`save` only if something changed since the last save (no needless fsync)."""
@@ -402,8 +413,9 @@ class PersonStore:
         found = state is not None
         if state is not None:
             state.resident = False
-        found |= self._delete_files(key)
+        found |= self._delete_files(key, everything=True)
         found |= self._on_disk.pop(key, None) is not None
+        self._unlabelled.pop(key, None)
         self._identities.pop(person_id, None)
         if found:
             logger.info("forgot person %r (memory and files deleted)", person_id)
@@ -414,40 +426,50 @@ class PersonStore:
     def apply_retention(self) -> None:
         """Delete never-labelled persons beyond ``max_unlabelled`` or not seen for too long.
 
-        Resident ones count too (by their last sighting); one with labelled faces still pending
-        is never deleted.
+        Cheap: it walks the never-labelled persons from the least recently seen and stops at the
+        first one that may stay. Resident ones count too (by their last sighting); one with
+        labelled faces still pending is never deleted.
         """
         now = self.clock()
-        unlabelled = []
-        for key, entry in self._on_disk.items():
+        limit, max_age = self.retention.max_unlabelled, self.retention.unlabelled_max_age_s
+        excess = len(self._unlabelled) - limit
+        doomed: list[str] = []
+        resident: list[tuple[float, str]] = []
+        for key, seen in self._unlabelled.items():
+            if excess <= 0 and now - seen <= max_age:
+                break
             state = self._resident.get(key)
-            if entry.labelled or (state is not None and (state.fitted or state.pending_labels)):
+            if state is not None:  # judged below by its last sighting
+                if not (state.fitted or state.pending_labels):
+                    resident.append((state.last_seen, key))
                 continue
-            unlabelled.append((entry.seen_at if state is None else state.last_seen, key))
-        unlabelled.sort()
-        limit = self.retention.max_unlabelled
-        max_age = self.retention.unlabelled_max_age_s
-        expired = [key for seen, key in unlabelled if now - seen > max_age]
-        excess = [key for _, key in unlabelled[: max(0, len(unlabelled) - limit)]]
-        for key in dict.fromkeys(expired + excess):
-            entry = self._on_disk.pop(key)
+            doomed.append(key)
+            excess -= 1
+        for seen, key in sorted(resident):
+            if excess > 0 or now - seen > max_age:
+                doomed.append(key)
+                excess -= 1
+        n_old = sum(now - self._unlabelled[key] > max_age for key in doomed)
+        for key in doomed:
+            del self._unlabelled[key]
+            entry = self._on_disk.pop(key, None)
             state = self._resident.pop(key, None)
             if state is not None:
                 state.resident = False
             self._delete_files(key)
             self.n_retention_deleted += 1
-            if entry.person_id is not None:
-                self._identities.pop(entry.person_id, None)
+            person_id = entry.person_id if entry is not None else None
+            if person_id is not None:
+                self._identities.pop(person_id, None)
                 if self.on_removed is not None:
-                    self.on_removed(entry.person_id)
-        if expired or excess:
+                    self.on_removed(person_id)
+        if doomed:
             logger.info(
-                "retention: deleted %d never-labelled person(s) (%d not seen for %.0f s, %d "
-                "beyond the limit of %d)",
-                len(set(expired + excess)),
-                len(expired),
-                self.retention.unlabelled_max_age_s,
-                len(excess),
+                "retention: deleted %d never-labelled person(s) (%d not seen for %.0f s, the "
+                "rest beyond the limit of %d)",
+                len(doomed),
+                n_old,
+                max_age,
                 limit,
             )
 
@@ -632,18 +654,25 @@ class PersonStore:
             raise ValueError(f"record arrays of different widths {sorted(widths)}")
         return meta, arrays
 
-    def _delete_files(self, key: str) -> bool:
-        """Delete every file of a person key (memory, record, quarantined copies, temporaries,
-        stored faces); True if there was any."""
+    def _delete_files(self, key: str, everything: bool = False) -> bool:
+        """Delete a person key's memory and record; with ``everything`` also quarantined copies,
+        temporaries and stored faces (a scan of the directory). True if there was any file."""
         found = False
-        for entry in os.scandir(self.directory):
-            if stem_of(entry.name) == key and entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
+        if everything:
+            for entry in os.scandir(self.directory):
+                if stem_of(entry.name) == key and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    found = True
+            faces = self.directory / _FACES_FOLDER / key
+            if faces.is_dir():
+                shutil.rmtree(faces)
                 found = True
-        faces = self.directory / _FACES_FOLDER / key
-        if faces.is_dir():
-            shutil.rmtree(faces)
-            found = True
+            return found
+        for suffix in (_MEMORY_SUFFIX, _RECORD_SUFFIX):
+            path = self.directory / f"{key}{suffix}"
+            if path.exists():
+                path.unlink()
+                found = True
         return found
 
     def _quarantine(self, paths: list[Path], error: BaseException) -> None:
