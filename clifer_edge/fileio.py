@@ -13,15 +13,19 @@ calibrations refer to them. Standard library and numpy only, so that every layer
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
+import stat
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: Names kept as they are on disk: ASCII letters, digits, ``_`` and ``-`` (no dot, no ``~``).
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -119,7 +123,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
 def private_directory(path: str | os.PathLike[str]) -> Path:
     """Create a directory (and missing parents) readable by the owner only (0700).
 
-    An existing directory that others may read is tightened to 0700: it holds people's data.
+    An existing directory that others may read is tightened to 0700 when it is plainly this
+    user's own folder (owned by them, not sticky like ``/tmp``, not their home or ``/``);
+    otherwise a warning says so and it is left as it is.
     """
     path = Path(path)
     missing = []
@@ -129,8 +135,18 @@ def private_directory(path: str | os.PathLike[str]) -> Path:
         probe = probe.parent
     for folder in reversed(missing):
         folder.mkdir(mode=0o700, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o700)
+    info = path.stat()
+    if info.st_mode & 0o077:
+        shared = info.st_mode & stat.S_ISVTX or path.resolve() in (Path.home().resolve(), Path("/"))
+        if info.st_uid == os.getuid() and not shared:
+            os.chmod(path, 0o700)
+        else:
+            logger.warning(
+                "%s can be read by other users (mode %o); keep people's data in a folder of its "
+                "own (it is then made 0700)",
+                path,
+                stat.S_IMODE(info.st_mode),
+            )
     return path
 
 

@@ -470,3 +470,31 @@ def test_identity_index_keeps_every_person_after_removals(models, data_dir):
     assert index.assign(latents[7]).startswith("person-")
     rebuilt = IdentityIndex(1e-6, [(f"p{i}", latents[i], 1) for i in kept])
     assert [rebuilt.assign(latents[i]) for i in kept] == [f"p{i}" for i in kept]
+
+
+def test_private_directory_tightens_its_own_folder_only(tmp_path):
+    from clifer_edge.fileio import private_directory
+
+    own = tmp_path / "memories"
+    own.mkdir(mode=0o755)
+    os.chmod(own, 0o755)
+    private_directory(own)
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /tmp: never changed
+    private_directory(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    private_directory(shared / "a" / "b")
+    assert stat.S_IMODE((shared / "a").stat().st_mode) == 0o700
+
+
+def test_forget_deletes_only_the_persons_own_files(tmp_path, models, subjects):
+    subject = subjects[0]
+    rt = make_runtime(tmp_path, models)
+    learn_classes(rt, subject, subject.classes[:1])
+    other = tmp_path / "calibration-0123456789abcdef.npz"
+    other.write_bytes(b"not a person's file")
+    assert not rt.forget("calibration-0123456789abcdef")
+    assert other.exists()
+    assert rt.process_face(subject.test(subject.classes[0]), subject.name).memory == "episodic"

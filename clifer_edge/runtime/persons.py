@@ -660,7 +660,7 @@ class PersonStore:
         found = False
         if everything:
             for entry in os.scandir(self.directory):
-                if stem_of(entry.name) == key and entry.is_file(follow_symlinks=False):
+                if _is_person_file(entry.name, key) and entry.is_file(follow_symlinks=False):
                     os.unlink(entry.path)
                     found = True
             faces = self.directory / _FACES_FOLDER / key
@@ -701,6 +701,13 @@ class PersonStore:
 
 class _EncoderMismatch(ValueError):
     """A person's files hold latents of another encoder."""
+
+
+def _is_person_file(name: str, key: str) -> bool:
+    """Whether a file of the memory directory is one of person ``key``'s (memory or record, a
+    quarantined copy of one, or a temporary of one)."""
+    rest = name.removeprefix(".")[len(key) :]
+    return stem_of(name) == key and rest.startswith((_MEMORY_SUFFIX, _RECORD_SUFFIX))
 
 
 def _is_int(value: Any) -> bool:
