@@ -14,10 +14,11 @@ Printed (JSON): faces and faces/s (wall time of the face calls), imagination tim
 (``ru_maxrss``), nodes per memory (episodic/semantic, max and mean over persons), files and bytes
 on disk, evictions, and the time of one ``stats()`` call at the end. A second phase measures the
 old worst case of eviction: unlabelled faces alternating over all ids (``max_in_ram`` 8), where
-every face evicts one person (nothing changed: no write) and reloads another from disk. A third
-phase runs ``identity`` mode with a new stranger in every face (``--strangers``, CK+ faces with
-+-2 grey levels of noise): time per face for the first and last 300, and records left on disk
-(at most ``persons.max_unlabelled``).
+every face evicts one person (nothing changed: no write) and reloads another from disk; the same
+loop with the old rule (every eviction rewrites and fsyncs) runs first as the in-run baseline.
+A third phase runs ``identity`` mode with a new stranger in every face (``--strangers``, CK+
+faces with +-2 grey levels of noise): time per face for the first and last 300, and records left
+on disk (at most ``persons.max_unlabelled``).
 
 Run: ``python benchmarks/soak_runtime.py [--minutes 10] [--json FILE]`` (about 2-4 minutes on one
 core).
@@ -141,7 +142,11 @@ def soak(args: argparse.Namespace, ck, directory: Path) -> dict:
 
 
 def alternating(ck, directory: Path, n_ids: int, n_faces: int) -> dict:
-    """Unlabelled faces over ``n_ids`` learned persons in turn: every face evicts someone."""
+    """Unlabelled faces over ``n_ids`` learned persons in turn: every face evicts someone.
+
+    Run twice in the same process: with the old rule (every eviction rewrites and fsyncs the
+    person) as the baseline, then with the current one (only what changed is written).
+    """
     rt = ExpressionRuntime(load_config(None).replace(memory={"directory": str(directory)}))
     persons = _subjects(ck, n_ids)
     names = list(persons)
@@ -150,27 +155,42 @@ def alternating(ck, directory: Path, n_ids: int, n_faces: int) -> dict:
         for row in rows:
             rt.process_face(ck.images[row], person_id=name, label=str(ck.labels[rows[0]]))
     rt.save()
-    evictions = rt.stats()["evictions"]
+    store = rt.persons
     writes = [0]
-    save = rt.persons.save
+    save = store.save
 
     def counted_save(state):
         writes[0] += 1
         save(state)
 
-    rt.persons.save = counted_save
-    start = time.perf_counter()
-    for i in range(n_faces):
-        name = names[i % len(names)]
-        rt.process_face(ck.images[persons[name][i % len(persons[name])]], person_id=name)
-    seconds = time.perf_counter() - start
-    result = {
-        "ids": len(names),
-        "faces": n_faces,
-        "faces_per_s": round(n_faces / seconds, 1),
-        "evictions": rt.stats()["evictions"] - evictions,
-        "saves_during_evictions": writes[0],
-    }
+    def old_rule(state):  # memory and record rewritten whether they changed or not
+        state.saved_memory_episodes = None
+        counted_save(state)
+
+    store.save = counted_save
+    result: dict = {"ids": len(names), "faces": n_faces}
+    for rule in ("old_rule_save_every_eviction", "only_changes"):
+        if rule.startswith("old"):
+            store.save_if_changed = old_rule
+        else:
+            del store.save_if_changed  # back to the class's method
+        writes[0] = 0
+        evictions = rt.stats()["evictions"]
+        start = time.perf_counter()
+        for i in range(n_faces):
+            name = names[i % len(names)]
+            rt.process_face(ck.images[persons[name][i % len(persons[name])]], person_id=name)
+        seconds = time.perf_counter() - start
+        result[rule] = {
+            "faces_per_s": round(n_faces / seconds, 1),
+            "evictions": rt.stats()["evictions"] - evictions,
+            "writes": writes[0],
+        }
+    result["speed_ratio"] = round(
+        result["only_changes"]["faces_per_s"]
+        / result["old_rule_save_every_eviction"]["faces_per_s"],
+        2,
+    )
     rt.close()
     return result
 
