@@ -191,26 +191,31 @@ def test_an_unusable_record_is_quarantined_and_costs_nobody_their_learning(
     assert learned_b == sum(len(b.train(c)) for c in b.classes[:2]) + n_b
 
 
-def test_an_array_header_claiming_a_huge_shape_is_quarantined(tmp_path, models, subjects):
-    a, _ = _two_learned_persons(tmp_path, models, subjects)
-    record = tmp_path / f"{person_key(a.name)}{RECORD}"
-    with zipfile.ZipFile(record) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
+@pytest.mark.parametrize("suffix, member", [(RECORD, "real_latents"), (MEMORY, "episodic.weights")])
+def test_an_array_header_claiming_a_huge_shape_is_quarantined(
+    tmp_path, models, subjects, suffix, member
+):
     import io
 
+    a, _ = _two_learned_persons(tmp_path, models, subjects)
+    path = tmp_path / f"{person_key(a.name)}{suffix}"
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
         header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 64)}
     )
-    members["real_latents.npy"] = header.getvalue() + b"\0" * 64
-    with zipfile.ZipFile(record, "w") as archive:
+    members[f"{member}.npy"] = header.getvalue() + b"\0" * 64
+    with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
 
     rt = make_runtime(tmp_path, models)
+    expected = "episodic" if suffix == RECORD else "fallback"  # a damaged record keeps the memory
     for _ in range(2):
-        assert rt.process_face(a.test(a.classes[0]), person_id=a.name).memory == "episodic"
+        assert rt.process_face(a.test(a.classes[0]), person_id=a.name).memory == expected
     assert rt.stats()["quarantined_files"] == 1
+    assert len(list(tmp_path.glob(f"{path.name}.corrupt-*"))) == 1
 
 
 def test_save_saves_everyone_it_can_then_names_who_failed(tmp_path, models, subjects):
