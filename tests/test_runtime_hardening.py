@@ -459,7 +459,7 @@ def test_temporaries_are_removed_at_start_up(tmp_path, models, subjects):
 def test_identity_index_keeps_every_person_after_removals(models, data_dir):
     from clifer_edge.datasets import load_npz
     from clifer_edge.preprocessing import preprocess_faces
-    from clifer_edge.runtime.persons import IdentityIndex
+    from clifer_edge.runtime.identity import IdentityIndex
 
     encoder = models[0]
     images = load_npz(data_dir / "ckplus48.npz").images[::40][:20]

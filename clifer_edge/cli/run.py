@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clifer_edge.models import CalibrationError, ModelFileError
 from clifer_edge.preprocessing import InvalidImageError
 from clifer_edge.runtime.config import load_config
 from clifer_edge.runtime.runtime import ExpressionRuntime, FaceResult
@@ -92,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.memory_dir:
         config = config.replace(memory={"directory": args.memory_dir})
-    runtime = ExpressionRuntime(config)
+    try:
+        runtime = ExpressionRuntime(config)
+    except (ModelFileError, CalibrationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     n_frames = n_faces = 0
     try:
         for name, frame in frames(args):
