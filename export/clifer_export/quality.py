@@ -10,7 +10,10 @@ TFLite files exactly as the robot runs them (:func:`clifer_edge.models.load_defa
   a judge that calls many generated faces by one class). The judge's accuracy on the real
   PublicTest faces is given for reference;
 - **identity keeping**: mean L1 between E(G(E(x), c)) and E(x) per target class (latent units,
-  [-1, 1]), against the mean L1 between the latents of two different faces for scale;
+  [-1, 1]), against the mean L1 between the latents of two different faces for scale; and the
+  share of imagined faces whose latent E(G(E(x), c)) lies nearer to E(x) than to the latents of
+  100 other PublicTest faces (in the whole latent, and in the identity code alone when the
+  metadata says where it starts);
 - **reconstruction**: mean L1 between G(E(x), label(x)) and x, in [-1, 1] and in grey levels;
 - **file sizes** of the models.
 
@@ -74,6 +77,7 @@ def measure(
     # class whatever the target; the lift subtracts how often it does so for the other targets.
     off_target = (confusion.sum(axis=0) - np.diag(confusion)) / (len(vocabulary) - 1)
     lift = {c: float(confusion[i, i] - off_target[i]) for c, i in index.items()}
+    found, found_identity = _identity_retrieval(encoder, z, imagined, seed)
     reconstruction = generator.generate(z, list(labels))
     recon_l1 = float(np.mean(np.abs(reconstruction - faces)))
     rng = np.random.default_rng(seed)
@@ -97,10 +101,48 @@ def measure(
         },
         "identity_latent_l1": identity,
         "identity_latent_l1_mean": float(np.mean(list(identity.values()))),
+        "identity_nearest_of_101": found,
+        "identity_nearest_of_101_mean": float(np.mean(list(found.values()))),
+        "identity_code_nearest_of_101": found_identity,
+        "identity_code_nearest_of_101_mean": float(np.mean(list(found_identity.values())))
+        if found_identity
+        else None,
         "latent_l1_between_different_faces": between_faces,
         "reconstruction_l1": recon_l1,
         "reconstruction_l1_grey_levels": recon_l1 * 127.5,
     }
+
+
+def _identity_retrieval(
+    encoder: Encoder,
+    z: np.ndarray,
+    imagined: dict[str, np.ndarray],
+    seed: int,
+    n_others: int = 100,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per target c: share of faces whose E(G(E(x), c)) is nearest to E(x) among E(x) and the
+    latents of ``n_others`` other faces (whole latent; and identity code alone, if known)."""
+    n = len(z)
+    rng = np.random.default_rng(seed + 1)
+    others = np.stack(
+        [
+            rng.choice(np.delete(np.arange(n), i), size=min(n_others, n - 1), replace=False)
+            for i in range(n)
+        ]
+    )
+    candidates = np.concatenate([np.arange(n)[:, None], others], axis=1)  # own latent first
+    config = encoder.metadata.training.get("config") or {}
+    start = config.get("z_expression_dim")
+    parts = {"whole": slice(None)}
+    if start:
+        parts["identity"] = slice(int(start), None)
+    found: dict[str, dict[str, float]] = {name: {} for name in parts}
+    for c, images in imagined.items():
+        z_c = encoder.encode(images)
+        for name, part in parts.items():
+            distance = np.linalg.norm(z[candidates][:, :, part] - z_c[:, None, part], axis=2)
+            found[name][c] = float(np.mean(np.argmin(distance, axis=1) == 0))
+    return found["whole"], found.get("identity", {})
 
 
 def sample_grid(
