@@ -53,7 +53,7 @@ class TrainConfig:
     dz_units: list[int] = field(default_factory=lambda: [64, 32, 16])
     classifier_units: list[int] = field(default_factory=lambda: [])  # [] = linear on the code
     kernel_size: int = 5
-    generator_upsampling: str = "resize"  # resize (+ 3x3 conv: no checkerboard) | transpose
+    generator_upsampling: str = "nonoverlapping"  # 2x2/2 transposed + 3x3 conv | transpose
     # --- loss weights ----------------------------------------------------------------------
     w_reconstruction: float = 1.0
     w_tv: float = 0.05
@@ -201,7 +201,7 @@ class TrainConfig:
             )
         choices = {
             "class_balance": ("none", "sqrt", "inverse"),
-            "generator_upsampling": ("resize", "transpose"),
+            "generator_upsampling": ("nonoverlapping", "transpose"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -7,8 +7,9 @@
   earlier, trained in the CAAE (stage 2) so that the generator can redraw the face.
 - Generator G: (``z``, expression one-hot) -> face in [-1, 1]. G reads only the identity code: the
   expression it draws must come from the asked label, never from the input face's expression
-  code (otherwise G learns to ignore the label). Upsampling is resize + 3x3 convolution (no
-  checkerboard artefacts) or, optionally, strided transposed convolutions.
+  code (otherwise G learns to ignore the label). Upsampling is a 2x2 stride-2 transposed
+  convolution (no overlap, hence no checkerboard artefacts; a resize layer would not convert to
+  int8 TFLite with a free batch size) + a 3x3 convolution, or the original 5x5 strided ones.
 - Image discriminator D_img: (face, expression) -> logit; the one-hot is tiled into label maps and
   concatenated to the feature maps after the first convolution, so D judges "a real face *showing
   this expression*".
@@ -102,8 +103,10 @@ def build_generator(cfg: TrainConfig) -> keras.Model:
     x = layers.BatchNormalization(name="bn_dense")(x)
     x = layers.ReLU(name="relu_dense")(x)
     for i, width in enumerate([*cfg.generator_filters[1:], cfg.channels]):
-        if cfg.generator_upsampling == "resize":
-            x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}")(x)
+        if cfg.generator_upsampling == "nonoverlapping":
+            # Each output pixel comes from exactly one input pixel (kernel = stride), so no
+            # uneven overlap and no checkerboard; the 3x3 convolution then smooths across.
+            x = layers.Conv2DTranspose(width, 2, strides=2, name=f"up{i}")(x)
             x = layers.Conv2D(width, 3, padding="same", name=f"conv{i}")(x)
         else:
             x = layers.Conv2DTranspose(
