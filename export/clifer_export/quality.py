@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,48 @@ import numpy as np
 from clifer_edge.datasets import default_data_dir, load_npz
 from clifer_edge.models import Encoder, Generator, load_default_models
 from clifer_edge.preprocessing import preprocess_faces, to_uint8
+
+
+class TFLiteJudge:
+    """A FER2013 expression classifier in TFLite as the judge, e.g. the ``fer`` package's
+    ``emotion_model_quantized.tflite`` (mini-Xception, 64x64 grey faces in [-1, 1], FER2013's
+    class order) — trained by other people, so it shares nothing with our encoder.
+
+    ``predict`` takes faces in [-1, 1] (any square size: resized to the model's input) and returns
+    probabilities in ``vocabulary`` order, like a Keras judge.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], vocabulary: Sequence[str]) -> None:
+        from clifer_edge.models.litert import TFLiteModel
+        from clifer_train.data import FER2013_EMOTIONS
+
+        self.model = TFLiteModel(path)
+        self.size = int(self.model.inputs[0].shape[1])
+        self.columns = [FER2013_EMOTIONS.index(label) for label in vocabulary]
+
+    def predict(self, images: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
+        import cv2
+
+        out = []
+        for begin in range(0, len(images), batch_size):
+            batch = images[begin : begin + batch_size, :, :, 0]
+            resized = np.stack(
+                [
+                    cv2.resize(face, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+                    for face in batch
+                ]
+            )[..., None]
+            out.append(self.model.run([resized])[0][:, self.columns])
+        return np.concatenate(out)
+
+
+def load_judge(path: str | os.PathLike[str], vocabulary: Sequence[str]) -> Any:
+    """A ``.keras`` judge (:mod:`clifer_train.expression_classifier`) or a FER2013 ``.tflite``."""
+    if Path(path).suffix == ".tflite":
+        return TFLiteJudge(path, vocabulary)
+    from clifer_train.expression_classifier import load_classifier
+
+    return load_classifier(path)
 
 
 def _imagine_all(
@@ -188,21 +231,26 @@ def main(argv: list[str] | None = None) -> int:
         "--models", default=None, help="exported model directory (default: bundled)"
     )
     parser.add_argument("--variant", default="int8", choices=["int8", "float16", "float32"])
-    parser.add_argument("--judge", required=True, help="expression classifier .keras file")
+    parser.add_argument(
+        "--judge",
+        required=True,
+        help="expression classifier: .keras (clifer_train.expression_classifier) or a FER2013 "
+        ".tflite (e.g. the fer package's emotion_model_quantized.tflite)",
+    )
     parser.add_argument("--data", default=None, help="fer2013.npz (default: shared data dir)")
     parser.add_argument("--faces", type=int, default=1000, help="PublicTest faces to measure on")
     parser.add_argument("--out", required=True, help="directory for quality.json and samples.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from clifer_train.expression_classifier import load_classifier
-
     encoder, generator = load_default_models(args.variant, model_dir=args.models)
     data = load_npz(args.data or default_data_dir() / "fer2013.npz")
     test = data.subset(data.splits == "PublicTest")
     rows = np.random.default_rng(args.seed).permutation(len(test))[: args.faces]
     meta = encoder.metadata
     faces = preprocess_faces(test.images[rows], meta.image_size, meta.channels)
-    report = measure(encoder, generator, load_classifier(args.judge), faces, test.labels[rows])
+    judge = load_judge(args.judge, meta.vocabulary)
+    report = measure(encoder, generator, judge, faces, test.labels[rows])
+    report["judge"] = Path(args.judge).name
     report["variant"] = args.variant
     report["bytes"] = {
         name: entry["bytes"] for name, entry in meta.models.items() if args.variant in name
