@@ -320,3 +320,16 @@ def test_mixed_precision_run_saves_float32_models(fer_small: Path, tmp_path: Pat
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
     encoder = keras.models.load_model(tmp_path / "mixed" / "encoder.keras")
     assert {layer.dtype_policy.name for layer in encoder.layers} == {"float32"}
+
+
+def test_packed_data_reads_back_identical_faces(fer_small: Path, tmp_path: Path) -> None:
+    from clifer_train.pack import main as pack_main
+
+    packed = tmp_path / "packed.npz"
+    assert pack_main(["--data", str(fer_small), "--out", str(packed), "--val-faces", "16"]) == 0
+    original, again = load_npz(fer_small), data_lib.read_faces(packed)
+    training = original.splits == "Training"
+    np.testing.assert_array_equal(again.images[: training.sum()], original.images[training])
+    assert list(again.labels[: training.sum()]) == list(original.labels[training])
+    assert (again.splits == "PublicTest").sum() == 16
+    assert packed.stat().st_size < fer_small.stat().st_size

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class FaceArrays:
 
 
 def read_faces(path: str | Path) -> FaceDataset:
-    """Read raw faces from an npz file, a FER2013 CSV or a class-per-folder tree.
+    """Read raw faces from an npz file (plain or packed), a FER2013 CSV or a class-folder tree.
 
     Raises
     ------
@@ -70,6 +71,12 @@ def read_faces(path: str | Path) -> FaceDataset:
         return _read_folder_tree(path)
     if path.suffix.lower() == ".csv":
         return _read_fer2013_csv(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        with np.load(path, allow_pickle=False) as archive:
+            if "webp" in archive.files:  # packed for travel (clifer_train.pack)
+                from clifer_train.pack import unpack
+
+                return unpack({key: archive[key] for key in archive.files}, str(path))
     return load_npz(path)
 
 
