@@ -161,6 +161,9 @@ def test_round_trip_with_imagined_knowledge_is_bit_exact(backend, faces, tmp_pat
         _learn_real(mem, _sample(faces, C, True, 10, seed=8), C)
     assert snapshots_equal(memory_snapshot(memory), memory_snapshot(loaded))
     assert memory.imagined_ is not None  # the B nodes stay: B was not learned for real
+    # A new node bound (a loaded memory under another configuration) reaches the imagined network.
+    loaded.set_max_nodes(7, 9)
+    assert loaded.imagined_.config.max_nodes == 7 == loaded.episodic_.config.max_nodes
 
 
 def _rewrite(path, target, edit_header=None, edit_arrays=None) -> None:
