@@ -56,7 +56,9 @@ def _pair(backend: str, faces) -> tuple[GrowingDualMemory, GrowingDualMemory]:
     after = memory_snapshot(memories[0])
     # Imagined samples never reach the real networks, their labels or the random state.
     assert after["classes"] == [A, B] and memories[0].labels_ == [A]
-    before["classes"], before["imagined"] = after["classes"], after["imagined"]
+    assert after["n_episodes"] == before["n_episodes"] + 1  # it changed: worth saving
+    for key in ("classes", "imagined", "n_episodes"):
+        before[key] = after[key]
     assert snapshots_equal(before, after)
     return memories[0], memories[1]
 
@@ -90,7 +92,9 @@ def test_imagined_class_answers_until_it_is_learned_for_real(backend, faces) -> 
     for mem in (memory, plain):
         _learn_real(mem, real_b, B)
     assert memory.imagined_ is None and memory.stats()["imagined"]["nodes"] == 0
-    assert snapshots_equal(memory_snapshot(memory), memory_snapshot(plain))
+    snapshot = memory_snapshot(memory)
+    snapshot["n_episodes"] -= 1  # the imagined episode
+    assert snapshots_equal(snapshot, memory_snapshot(plain))
     both = np.concatenate(list(queries.values()))
     for name in ("episodic", "semantic"):
         np.testing.assert_array_equal(
@@ -198,6 +202,7 @@ def test_files_of_schema_1_still_load(faces, tmp_path) -> None:
     assert snapshots_equal(memory_snapshot(loaded), memory_snapshot(plain))
     loaded.partial_fit(_sample(faces, B, True, 10), [B] * 10, imagined=True)
     assert loaded.classes_ == [A, B] and loaded.stats()["imagined"]["nodes"] > 0
+    assert loaded.n_episodes_ == plain.n_episodes_ + 1
 
 
 def test_inconsistent_imagined_content_is_rejected(faces, tmp_path) -> None:

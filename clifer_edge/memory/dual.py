@@ -105,7 +105,8 @@ class GrowingDualMemory:
         The network of imagined samples (episodic settings; histogram columns of ``classes_``),
         None while there are no imagined nodes.
     n_episodes_ : int
-        Number of successful :meth:`partial_fit` calls on real samples.
+        Number of :meth:`partial_fit` calls that changed the memory, real or imagined (a caller
+        can tell from it whether the memory learned since it last saved it).
 
     Notes
     -----
@@ -312,6 +313,7 @@ class GrowingDualMemory:
         self.imagined_, self.classes_ = network, classes
         network.ensure_labels(len(classes))
         network.train(samples, y, self.config_.epochs)
+        self.n_episodes_ += 1
         return self
 
     def _imagined_labels(self) -> np.ndarray:
