@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module under :mod:`clifer_edge.cli`, exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; this package's ``__init__`` only dispatches
-(``python -m clifer_edge.cli`` works too).
+(``python -m clifer_edge.cli`` works too). A sub-command whose optional dependencies are not
+installed (the evaluation's, in a plain robot install) stays listed and says what to install.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import sys
+
+from clifer_edge.extras import missing_extra_message, needs_extra
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,7 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            missing = missing_extra_message(error, f"clifer-edge {name}")
+            if missing is None:
+                raise
+            sub.add_parser(name, help=help_text, description=missing, add_help=False)
+            sub.choices[name].set_defaults(_missing=missing)
+            continue
         command = sub.add_parser(name, help=help_text, description=plain_text(module.__doc__))
         module.add_arguments(command)
         command.set_defaults(_run=module.run)
@@ -44,5 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "_missing", None):  # its options are unknown without its module
+        print(args._missing, file=sys.stderr)
+        return 2
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    with needs_extra(f"clifer-edge {args.command}"):  # modules a command imports late
+        return int(args._run(args) or 0)
+
+
+def node_main(args: list[str] | None = None) -> int:
+    """``clifer-edge-node``: the ROS 2 node (:func:`clifer_edge.ros.node.main`), or one line
+    saying what to install or build when ROS 2 or the interfaces are missing."""
+    with needs_extra("clifer-edge-node"):
+        from clifer_edge.ros.node import main as run_node
+    return int(run_node(args) or 0)
