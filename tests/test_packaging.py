@@ -3,6 +3,7 @@ a wheel without the compiled kernel's sources, tests that keep out of the home f
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -132,6 +133,16 @@ def test_a_missing_extra_is_one_line_that_says_what_to_install(tmp_path, blocked
     assert f'pip install "clifer-edge[{extra}]"' in line
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written on the way out
+
+
+def test_the_node_without_its_interfaces_says_how_to_build_them(tmp_path):
+    if importlib.util.find_spec("rclpy") is None:
+        pytest.skip("ROS 2 (the ros extra) is what the node needs first")
+    code = "from clifer_edge.cli import node_main; sys.exit(node_main())"
+    done = _run_without(("clifer_msgs",), code, tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "'clifer_msgs'" in line and "ros2_ws/build_msgs.sh" in line
 
 
 def test_top_level_help_lists_the_commands_that_need_an_extra(tmp_path):

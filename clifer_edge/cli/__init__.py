@@ -2,8 +2,9 @@
 
 Each sub-command lives in its own module under :mod:`clifer_edge.cli`, exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; this package's ``__init__`` only dispatches
-(``python -m clifer_edge.cli`` works too). A sub-command whose optional dependencies are not
-installed (the evaluation's, in a plain robot install) stays listed and says what to install.
+(``python -m clifer_edge.cli`` works too). Only the chosen sub-command's module is imported; one
+whose optional dependencies are not installed (the evaluation's, in a plain robot install) says
+which extra to install.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib
 import re
 import sys
 
-from clifer_edge.extras import missing_extra_message, needs_extra
+from clifer_edge.extras import needs_extra
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,36 +35,31 @@ def plain_text(docstring: str) -> str:
     return text.replace("``", "")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``clifer-edge`` parser. Only ``command``'s module is imported (every sub-command's
+    when None): a command starts without the other commands' dependencies, and the plain
+    install's ``clifer-edge run`` never touches the evaluation's."""
     parser = argparse.ArgumentParser(
         prog="clifer-edge", description=plain_text(__doc__.splitlines()[0])
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            missing = missing_extra_message(error, f"clifer-edge {name}")
-            if missing is None:
-                raise
-            sub.add_parser(name, help=help_text, description=missing, add_help=False)
-            sub.choices[name].set_defaults(_missing=missing)
+        if command is not None and name != command:
+            sub.add_parser(name, help=help_text)  # listed in the top-level help only
             continue
-        command = sub.add_parser(name, help=help_text, description=plain_text(module.__doc__))
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        module = importlib.import_module(module_name)
+        parsed = sub.add_parser(name, help=help_text, description=plain_text(module.__doc__))
+        module.add_arguments(parsed)
+        parsed.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if getattr(args, "_missing", None):  # its options are unknown without its module
-        print(args._missing, file=sys.stderr)
-        return 2
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    with needs_extra(f"clifer-edge {args.command}"):  # modules a command imports late
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), "")
+    # A missing optional module, on import or deep in the work, is one line naming the extra.
+    with needs_extra(f"clifer-edge {command}"):
+        args = build_parser(command).parse_args(argv)
         return int(args._run(args) or 0)
 
 

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require("clifer-edge calibrate", "sklearn.metrics", "tqdm")  # scores, progress (eval extra)
+    require("clifer-edge calibrate", "tqdm", "sklearn.metrics")  # progress, scores (eval extra)
     try:
         config = load_config(args.config)
         models: dict[str, object] = {}
