@@ -46,9 +46,9 @@ class ModelsConfig:
 class FacesConfig:
     """Face detection on full frames (pre-cropped faces skip it)."""
 
-    #: ``haar`` (ships with OpenCV 4.x) or ``yunet`` (needs ``yunet_model``).
-    detector: str = "haar"
-    #: Path to a YuNet ONNX file when ``detector`` is ``yunet``.
+    #: ``yunet`` (bundled model, the default) or ``haar`` (ships with OpenCV 4.x).
+    detector: str = "yunet"
+    #: Path to a YuNet ONNX file; ``None`` = the bundled one.
     yunet_model: str | None = None
     #: Smallest face side in pixels that the detector reports.
     min_face_size: int = 40
@@ -56,6 +56,13 @@ class FacesConfig:
     margin: float = 0.1
     #: Most faces handled per frame (largest first); the rest are ignored.
     max_faces: int = 5
+    #: Video (node camera mode, ``clifer-edge run``): detect on every n-th frame only; tracked
+    #: faces keep their boxes in between.
+    detect_every: int = 3
+    #: Video: frames wider than this are downscaled to it for detection (0 = full size).
+    detect_width: int = 640
+    #: Video: a face not re-detected for this many seconds has left (its id is not reused).
+    lost_after_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,9 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "faces.min_face_size": (8, None),
     "faces.margin": (0.0, 1.0),
     "faces.max_faces": (1, None),
+    "faces.detect_every": (1, None),
+    "faces.detect_width": (0, None),
+    "faces.lost_after_s": (0.01, None),
     "persons.identity_threshold": (0.0, 2.0),
     "persons.max_in_ram": (1, None),
     "memory.max_nodes": (2, None),
