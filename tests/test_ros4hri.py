@@ -305,6 +305,7 @@ def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path)
     )
     try:
         node.trigger_configure()
+        node.trigger_activate()
         process_frame = node._runtime.process_frame
         msg = image_msg(_photos(jaffe, 1)[0], node.get_clock().now().to_msg())
         for error in (

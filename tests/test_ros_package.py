@@ -134,6 +134,10 @@ def test_package_xml_declares_exactly_what_the_node_imports():
     assert ("Apache-2.0", None) in licences
     terms = [file for text, file in licences if "non-commercial" in text.lower()]
     assert terms and (ROOT / terms[0]).is_file()
+    import json
+
+    metadata = json.loads((ROOT / "clifer_edge/models/default/metadata.json").read_text())
+    assert "non-commercial" in metadata["training"]["terms"]
 
 
 def test_workspace_holds_both_packages():

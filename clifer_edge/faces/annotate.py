@@ -64,11 +64,12 @@ def draw_faces(frame_bgr: np.ndarray, faces: list[FaceAnnotation]) -> np.ndarray
         for line in lines:
             (tw, th), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
             top = min(y, height - th - base - 2)
-            cv2.rectangle(frame_bgr, (b.x, top), (b.x + tw + 4, top + th + base + 2), colour, -1)
+            left = max(0, min(b.x, width - tw - 4))  # keep the text inside the frame
+            cv2.rectangle(frame_bgr, (left, top), (left + tw + 4, top + th + base + 2), colour, -1)
             cv2.putText(
                 frame_bgr,
                 line,
-                (b.x + 2, top + th + 1),
+                (left + 2, top + th + 1),
                 cv2.FONT_HERSHEY_SIMPLEX,
                 scale,
                 (0, 0, 0),

@@ -36,6 +36,7 @@ imagination in another, services and diagnostics in a third, on a multi-threaded
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -256,6 +257,9 @@ class ExpressionNode(LifecycleNode):
         self._control_group = MutuallyExclusiveCallbackGroup()
 
         self._faces: dict[str, _Face] = {}
+        # Held while a message is handled and while a transition tears down what it uses (the
+        # lifecycle services run outside the images callback group).
+        self._busy = threading.RLock()
         self._persons: dict[str, _Person] = {}
         self._inputs: list[Any] = []  # subscriptions made on activate
         self._configured: list[tuple[str, Any]] = []  # (kind, entity) made on configure
@@ -331,6 +335,11 @@ class ExpressionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and retract every face (an empty tracked list, per-face topics gone)."""
+        with self._busy:
+            self._deactivate()
+        return super().on_deactivate(state)
+
+    def _deactivate(self) -> None:
         for kind, entity in self._inputs:
             if kind == "timer":
                 self.destroy_timer(entity)
@@ -347,21 +356,22 @@ class ExpressionNode(LifecycleNode):
         if self._runtime is not None:
             self._runtime.set_idle(None)
         self._state = "inactive"
-        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Save the memories, release the runtime and the outputs."""
         self.close()
-        for kind, entity in reversed(self._configured):
-            getattr(self, f"destroy_{kind}")(entity)
-        self._configured.clear()
+        with self._busy:
+            for kind, entity in reversed(self._configured):
+                getattr(self, f"destroy_{kind}")(entity)
+            self._configured.clear()
         self._state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Save the memories on the way out, from any state."""
         if self._state == "active":
-            self.on_deactivate(state)
+            with self._busy:
+                self._deactivate()
         self.close()
         self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
@@ -440,12 +450,13 @@ class ExpressionNode(LifecycleNode):
 
     def _expire_faces(self) -> None:
         """Without frames, faces still leave: their topics go within ``lost_after_s`` + 0.2 s."""
-        if self._tracker is None:
-            return
-        in_view = [f.face_id for f in self._tracker.expire()]
-        if set(in_view) != set(self._faces):
-            self._set_faces(in_view, with_images=True)
-            self._publish_tracked(_header(self))
+        with self._busy:
+            if self._tracker is None or self._state != "active":
+                return
+            in_view = [f.face_id for f in self._tracker.expire()]
+            if set(in_view) != set(self._faces):
+                self._set_faces(in_view, with_images=True)
+                self._publish_tracked(_header(self))
 
     def _camera_frame(self, msg: Any, image: np.ndarray, order: str) -> list[tuple[str, Any]]:
         """Track, recognise and publish the faces of one camera frame."""
@@ -483,7 +494,12 @@ class ExpressionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ ros4hri mode
     def _on_tracked_faces(self, msg: IdsList) -> None:
-        wanted = self._valid_ids(list(msg.ids), "face")[: self._p["max_faces"]]
+        with self._busy:
+            if self._state == "active":
+                self._track_faces(list(msg.ids))
+
+    def _track_faces(self, ids: list[str]) -> None:
+        wanted = self._valid_ids(ids, "face")[: self._p["max_faces"]]
         self._set_faces(wanted)
         for face_id in wanted:
             face = self._faces[face_id]
@@ -497,7 +513,12 @@ class ExpressionNode(LifecycleNode):
                 )
 
     def _on_tracked_persons(self, msg: IdsList) -> None:
-        wanted = self._valid_ids(list(msg.ids), "person")
+        with self._busy:
+            if self._state == "active":
+                self._track_persons(list(msg.ids))
+
+    def _track_persons(self, ids: list[str]) -> None:
+        wanted = self._valid_ids(ids, "person")
         if len(wanted) > self._p["max_persons"]:
             self._log(
                 "persons",
@@ -605,6 +626,11 @@ class ExpressionNode(LifecycleNode):
         """Decode, run the runtime, publish; a malformed message or a failure is logged
         (throttled) and counted per class, never fatal. No memory is lost: the runtime saves
         atomically and a failing face changes nothing."""
+        with self._busy:
+            if self._runtime is not None and self._state == "active":
+                self._handle_now(msg, decode, face_id)
+
+    def _handle_now(self, msg: Any, decode: Any, face_id: str | None) -> None:
         self._stats.received += 1
         where = face_id or "camera"
         try:
@@ -698,14 +724,19 @@ class ExpressionNode(LifecycleNode):
         self._runtime.set_idle(bool(msg.data))
 
     def _on_imagination_timer(self) -> None:
-        if self._state != "active":
+        runtime = self._runtime
+        if runtime is None or self._state != "active":
             return
         self._imagining = True
         try:
-            report = self._runtime.imagine()
+            report = runtime.imagine()
         except (OSError, MemoryError) as error:
             self._log("imagination", f"imagination failed: {error}")
             return
+        except RuntimeError:
+            if self._runtime is None:  # closed by a lifecycle transition meanwhile
+                return
+            raise
         finally:
             self._imagining = False
         if report is not None:
@@ -864,7 +895,8 @@ class ExpressionNode(LifecycleNode):
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:
         """Save every memory and release the runtime (idempotent)."""
-        runtime, self._runtime = self._runtime, None
+        with self._busy:
+            runtime, self._runtime = self._runtime, None
         if runtime is None:
             return
         try:
