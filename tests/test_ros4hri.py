@@ -297,6 +297,8 @@ def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path)
     rclpy.init(context=context)
     node = ExpressionNode(
         context=context,
+        # Not the launch file's node name: a vanished node's services may linger in discovery.
+        cli_args=["--ros-args", "-r", "__node:=clifer_inprocess"],
         parameter_overrides=[
             Parameter("autostart", value=False),
             Parameter("memory_dir", value=str(tmp_path / "memories")),

@@ -70,6 +70,16 @@ def test_run_writes_the_live_view_to_a_video(tmp_path, frames_dir, capsys):
         run_app.run(_args(run_app, [*argv, "--annotate-out", str(tmp_path / "view.gif")]))
 
 
+@pytest.mark.skipif(
+    "GUI:                           NONE" not in cv2.getBuildInformation(),
+    reason="OpenCV with a GUI would open a window",
+)
+def test_run_show_on_a_headless_opencv_says_what_to_do(tmp_path, frames_dir):
+    argv = ["--images", str(frames_dir), "--memory-dir", str(tmp_path / "m"), "--show"]
+    with pytest.raises(SystemExit, match="--annotate-out"):
+        run_app.run(_args(run_app, argv))
+
+
 def test_run_plain_text_lines(tmp_path, frames_dir, capsys):
     argv = ["--images", str(frames_dir), "--memory-dir", str(tmp_path / "m"), "--max-frames", "1"]
     assert run_app.run(_args(run_app, argv)) == 0

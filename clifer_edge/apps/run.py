@@ -153,13 +153,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.memory_dir:
         config = config.replace(memory={"directory": args.memory_dir})
+    view = None
+    if args.show or args.annotate_out:  # before loading anything: a bad option fails at once
+        view = LiveView(args.show, args.annotate_out, fps=30.0)
     runtime = ExpressionRuntime(config)
     tracker = None if args.cropped else runtime.tracker()
     if tracker is not None and args.images is not None:
         tracker.detect_every = 1  # photos of a folder are not consecutive video frames
-    view = None
-    if args.show or args.annotate_out:
-        view = LiveView(args.show, args.annotate_out, fps=30.0)
     n_frames = n_faces = 0
     try:
         for name, frame in frames(args):

@@ -276,11 +276,12 @@ class ExpressionNode(LifecycleNode):
         """Load the runtime (configuration, models, memories) and create the outputs."""
         try:
             self._runtime = self._load_runtime()
-        except RuntimeError as error:
+            if self._p["mode"] == "camera":
+                self._tracker = self._runtime.tracker()
+        except (RuntimeError, ValueError) as error:  # ValueError: the face detector's model
             self.get_logger().fatal(str(error))
+            self.close()
             return TransitionCallbackReturn.FAILURE
-        if self._p["mode"] == "camera":
-            self._tracker = self._runtime.tracker()
         pub = self._made("publisher")
         self._expressions_pub = pub(Expression, "~/expressions", 10)
         self._annotated_pub = pub(Image, "~/annotated_image", IMAGE_OUT_QOS)
