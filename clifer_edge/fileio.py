@@ -8,9 +8,12 @@ to them. Standard library and numpy only, so that every layer may use it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +56,50 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a UTF-8 text file atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as temp:
+        temp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; on success it is fsynced and renamed onto
+    ``path`` (then the directory is fsynced), on error it is removed and ``path`` is untouched.
+
+    ``suffix`` ends the temporary name (hidden, ``.<name>.<random><suffix>``): writers that pick
+    the format by the suffix (Keras) pass the real one.
+    """
+    path = Path(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temp = Path(name)
+    try:
+        yield temp
+        with open(temp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def git_commit(directory: str | os.PathLike[str]) -> str | None:
+    """The commit checked out in ``directory``'s git work tree, with ``-dirty`` if it has local
+    changes (``None`` outside a git checkout)."""
+    try:
+        result = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from clifer_edge.apps import demo as demo_app
-from clifer_edge.apps import run as run_app
+from clifer_edge.cli import demo as demo_app
+from clifer_edge.cli import run as run_app
 from clifer_edge.datasets import load_npz
 
 
@@ -104,3 +104,16 @@ def test_small_demo_writes_its_table_and_plots(tmp_path, capsys):
     assert results["imagined_latents"] > 0
     for name in ("f1_curves.png", "imagined.png"):
         assert cv2.imread(str(out_dir / name)) is not None
+
+
+def test_help_texts_carry_no_rst_markup(capsys):
+    from clifer_edge.cli import COMMANDS, main, plain_text
+
+    assert plain_text("see :func:`~clifer_edge.evaluation.split_subject` and ``--x``") == (
+        "see split_subject and --x"
+    )
+    for argv in ([], *([name] for name in COMMANDS)):
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        shown = capsys.readouterr().out
+        assert "``" not in shown and ":mod:" not in shown and ":func:" not in shown, argv

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from clifer_edge.evaluation.protocol import (
     summarise,
 )
 from clifer_edge.evaluation.stats import mean_ci95
+from clifer_edge.fileio import atomic_write_text
 
 #: Version of the ``results.json`` layout; bump on incompatible changes.
 SCHEMA_VERSION = 1
@@ -32,6 +32,8 @@ SUMMARY_KEYS = (
     "f1_mean",
     "f1_ci95",
     "f1_steps_mean",
+    "unseen_acc_steps_mean",
+    "unseen_acc_fallback_steps_mean",
     "n_subjects",
 )
 
@@ -109,13 +111,13 @@ def build_results(
 
 def write_json(document: dict[str, Any], path: Path) -> None:
     """Write strict JSON atomically (a half-written results file is worse than none)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -127,7 +129,15 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]
 def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
     """Markdown table of the summary rows (also printed by the commands)."""
     return _md_table(
-        ["condition", "experiment", "memory", "final F1 (mean ± 95% CI)", "F1 over steps", "n"],
+        [
+            "condition",
+            "experiment",
+            "memory",
+            "final F1 (mean ± 95% CI)",
+            "F1 over steps",
+            "unseen acc. over steps (fallback)",
+            "n",
+        ],
         [
             [
                 r["condition"],
@@ -135,11 +145,21 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
                 r["memory"],
                 f"{_fmt(r['f1_mean'])} ± {_fmt(r['f1_ci95'])}",
                 _fmt(r["f1_steps_mean"]),
+                _unseen_cell(r),
                 r["n_subjects"],
             ]
             for r in summary
         ],
     )
+
+
+def _unseen_cell(row: dict[str, Any]) -> str:
+    """``memory (fallback)`` accuracy on not-yet-learned classes; ``–`` where not measured."""
+    value = _fmt(row.get("unseen_acc_steps_mean"))
+    fallback = row.get("unseen_acc_fallback_steps_mean")
+    if value == "–" or _fmt(fallback) == "–":
+        return value
+    return f"{value} ({_fmt(fallback)})"
 
 
 def _per_subject_table(document: dict[str, Any]) -> list[str]:
@@ -248,10 +268,6 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         )
     features = document.get("features", {})
     lines.append(f"- features: {features.get('description', features.get('kind'))}")
-    if "calibration" in document:
-        cal = document["calibration"]
-        where = "built for this run from FER2013" if cal["built"] else f"`{cal['path']}`"
-        lines.append(f"- latent calibration: {where}")
     for name, model in document.get("models", {}).items():
         lines.append(f"- {name}: `{model['path']}` (sha256 `{model['sha256'][:16]}…`)")
     if document.get("imagination"):
@@ -280,7 +296,11 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
     lines += ["", "## Summary (default order)", ""]
     lines += [
         "Final F1 = after the subject's last class; F1 over steps = mean over class steps of the "
-        "across-subject mean (in Experiment 2 this is where imagination of unseen classes shows).",
+        "across-subject mean (in Experiment 2 this is where imagination of unseen classes shows). "
+        "Unseen acc. over steps = accuracy on the held-out faces of the classes not learned yet "
+        "from that subject, averaged the same way over the steps that have such faces; a memory "
+        "without imagination scores 0 there by construction; in brackets the person-independent "
+        "fallback's accuracy on the same faces.",
         "",
         *summary_table(document["summary"]),
         "",

@@ -18,6 +18,12 @@ from typing import Any, Literal
 import numpy as np
 
 from clifer_edge.memory.config import GDMConfig
+from clifer_edge.memory.persistence import (
+    MemoryFileError,
+    MemoryRecord,
+    read_memory_file,
+    write_memory_file,
+)
 from clifer_edge.memory.reference import ReferenceGWR
 
 __all__ = ["GrowingDualMemory", "NotFittedError"]
@@ -366,10 +372,17 @@ class GrowingDualMemory:
         OSError
             If the file cannot be written; an existing file is then left as it was.
         """
-        from clifer_edge.memory.persistence import save_memory
-
         self._check_fitted()
-        save_memory(self, path)
+        record = MemoryRecord(
+            config=self.config_,
+            labels=list(self.labels_),
+            n_features=int(self.n_features_in_),
+            n_episodes=int(self.n_episodes_),
+            seed=self.seed if isinstance(self.seed, int) else None,
+            rng_state=self.rng_.bit_generator.state,
+            networks={name: getattr(self, f"{name}_").get_state() for name in _MEMORIES},
+        )
+        write_memory_file(record, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GrowingDualMemory:
@@ -382,6 +395,32 @@ class GrowingDualMemory:
         MemoryFileError
             If the file is damaged, truncated, not a memory file or from a newer version.
         """
-        from clifer_edge.memory.persistence import load_memory
-
-        return load_memory(path)
+        record = read_memory_file(path)
+        config = record.config
+        memory = cls(config=config, seed=record.seed or 0)
+        networks = {}
+        try:
+            for name in _MEMORIES:
+                network = network_class(config.backend)(
+                    getattr(config, name),
+                    record.n_features,
+                    config.context_depth,
+                    config.beta,
+                    config.a_inc,
+                    config.a_dec,
+                )
+                network.ensure_labels(len(record.labels))
+                network.set_state(record.networks[name])
+                networks[name] = network
+        except (TypeError, ValueError) as error:
+            raise MemoryFileError(f"{path}: inconsistent memory file ({error})") from None
+        rng = np.random.default_rng()
+        rng.bit_generator.state = record.rng_state
+        memory.config_ = config
+        memory.labels_ = list(record.labels)
+        memory.n_features_in_ = record.n_features
+        memory.n_episodes_ = record.n_episodes
+        memory.rng_ = rng
+        memory.episodic_ = networks["episodic"]
+        memory.semantic_ = networks["semantic"]
+        return memory

@@ -15,8 +15,9 @@ import json
 import os
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +25,14 @@ from clifer_edge.fileio import atomic_savez
 from clifer_edge.memory._state import NetworkState
 from clifer_edge.memory.config import GDMConfig
 
-if TYPE_CHECKING:
-    from clifer_edge.memory.dual import GrowingDualMemory
-
-__all__ = ["FORMAT", "SCHEMA_VERSION", "MemoryFileError", "load_memory", "save_memory"]
+__all__ = [
+    "FORMAT",
+    "SCHEMA_VERSION",
+    "MemoryFileError",
+    "MemoryRecord",
+    "read_memory_file",
+    "write_memory_file",
+]
 
 #: Identifies clifer-edge memory files among other npz archives.
 FORMAT = "clifer-edge-gdm"
@@ -41,6 +46,24 @@ class MemoryFileError(ValueError):
     """A memory file is damaged, truncated, not a memory file, or from a newer version."""
 
 
+@dataclass
+class MemoryRecord:
+    """Everything a memory file holds: the fitted state of a :class:`GrowingDualMemory`.
+
+    The memory turns itself into a record (:meth:`GrowingDualMemory.save`) and back
+    (:meth:`GrowingDualMemory.load`); this module only reads and writes records.
+    """
+
+    config: GDMConfig
+    labels: list[str]
+    n_features: int
+    n_episodes: int
+    seed: int | None
+    rng_state: dict[str, Any]
+    #: ``episodic`` and ``semantic`` network states, checked against ``config``.
+    networks: dict[str, NetworkState]
+
+
 def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(header, sort_keys=True).encode("utf-8"))
@@ -51,25 +74,25 @@ def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def save_memory(memory: GrowingDualMemory, path: str | os.PathLike[str]) -> None:
-    """Write a fitted memory to ``path`` atomically (inputs already validated)."""
+def write_memory_file(record: MemoryRecord, path: str | os.PathLike[str]) -> None:
+    """Write a memory record to ``path`` atomically (inputs already validated)."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     clocks = {}
     for name in _NETWORKS:
-        state: NetworkState = getattr(memory, f"{name}_").get_state()
+        state = record.networks[name]
         for key in NetworkState.FIELDS:
             arrays[f"{name}.{key}"] = getattr(state, key)
         clocks[name] = state.clock
     header: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
-        "config": memory.config_.to_dict(),
-        "labels": list(memory.labels_),
-        "n_features": int(memory.n_features_in_),
-        "n_episodes": int(memory.n_episodes_),
-        "seed": memory.seed if isinstance(memory.seed, int) else None,
-        "rng_state": memory.rng_.bit_generator.state,
+        "config": record.config.to_dict(),
+        "labels": list(record.labels),
+        "n_features": int(record.n_features),
+        "n_episodes": int(record.n_episodes),
+        "seed": record.seed,
+        "rng_state": record.rng_state,
         "clocks": clocks,
     }
     header["checksum"] = _checksum(header, arrays)
@@ -125,8 +148,8 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
-    """Read a memory file written by :func:`save_memory`.
+def read_memory_file(path: str | os.PathLike[str]) -> MemoryRecord:
+    """Read and check a memory file written by :func:`write_memory_file`.
 
     Raises
     ------
@@ -135,8 +158,6 @@ def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
     MemoryFileError
         If the file is damaged, truncated, not a memory file or from a newer schema version.
     """
-    from clifer_edge.memory.dual import GrowingDualMemory, network_class
-
     path = Path(path)
     header, arrays = _read_archive(path)
     try:
@@ -169,22 +190,18 @@ def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
                     f"{name} histograms have {state.histograms.shape[1]} columns "
                     f"for {len(labels)} labels"
                 )
-            network = network_class(config.backend)(
-                gwr, n_features, config.context_depth, config.beta, config.a_inc, config.a_dec
-            )
-            network.ensure_labels(len(labels))
-            network.set_state(state)
-            networks[name] = network
-        rng = np.random.default_rng()
-        rng.bit_generator.state = header["rng_state"]
-        memory = GrowingDualMemory(config=config, seed=header.get("seed") or 0)
-        memory.config_ = config
-        memory.labels_ = list(labels)
-        memory.n_features_in_ = n_features
-        memory.n_episodes_ = int(header["n_episodes"])
-        memory.rng_ = rng
-        memory.episodic_ = networks["episodic"]
-        memory.semantic_ = networks["semantic"]
+            networks[name] = state
+        rng_state = header["rng_state"]
+        np.random.default_rng().bit_generator.state = rng_state  # checks it before use
+        record = MemoryRecord(
+            config=config,
+            labels=list(labels),
+            n_features=n_features,
+            n_episodes=int(header["n_episodes"]),
+            seed=header.get("seed"),
+            rng_state=rng_state,
+            networks=networks,
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise MemoryFileError(f"{path}: inconsistent memory file ({error})") from None
-    return memory
+    return record

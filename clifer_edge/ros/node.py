@@ -27,7 +27,7 @@ Lifecycle: *configure* loads the runtime and models and creates publishers and s
 and *shutdown* save the memories. The launch file drives the transitions; a plain
 ``clifer-edge-node`` (``autostart: true``) configures and activates itself.
 
-Idle time is the runtime's (one authority, :class:`clifer_edge.runtime.imagination.
+Idle time is the runtime's (one authority, :class:`clifer_edge.runtime.scheduler.
 ImaginationScheduler`): the node forwards the behaviour layer's ``idle_topic`` and the faces; the
 timeout and the enable switch live in the runtime config. Threads: images in one callback group,
 imagination in another, services and diagnostics in a third, on a multi-threaded executor.
@@ -246,7 +246,7 @@ class ExpressionNode(LifecycleNode):
         self._memory_dir: Path | None = None
         self._stats = _Stats()
         self._imagining = False
-        self._imagination_runs = 0
+        self._imagination_calls = 0
         self._logged: dict[str, float] = {}
         self._log_window: dict[str, tuple[float, int]] = {}
         self._failures_reported = 0
@@ -741,7 +741,7 @@ class ExpressionNode(LifecycleNode):
         finally:
             self._imagining = False
         if report is not None:
-            self._imagination_runs += 1
+            self._imagination_calls += 1
             self.get_logger().debug(f"imagination: {report}")
 
     # ------------------------------------------------------------------ services
@@ -852,7 +852,7 @@ class ExpressionNode(LifecycleNode):
             "latency p50 (ms)": f"{np.percentile(latencies, 50):.1f}" if latencies.size else "",
             "latency p99 (ms)": f"{np.percentile(latencies, 99):.1f}" if latencies.size else "",
             "imagining": self._imagining,
-            "imagination runs": self._imagination_runs,
+            "imagination calls": self._imagination_calls,
             "tracked faces": len(self._faces),
             "tracked persons": len(self._persons),
             "last error": stats.last_error,

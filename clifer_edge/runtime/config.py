@@ -13,11 +13,16 @@ import dataclasses
 import os
 import types
 import typing
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from clifer_edge.models.files import ModelFiles
 
 #: The documented default configuration shipped with the package.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -37,7 +42,7 @@ class ModelsConfig:
     #: Expected model input side; ``None`` = from the metadata, a number is checked against it.
     image_size: int | None = None
     #: Latent calibration (standardisation for the memories + fallback classifier, see
-    #: :mod:`clifer_edge.runtime.calibration`); ``None`` means
+    #: :mod:`clifer_edge.models.calibration`); ``None`` means
     #: ``<directory>/calibration_<variant>.npz``.
     calibration: str | None = None
 
@@ -124,7 +129,7 @@ class ImaginationConfig:
     replay: bool = True
     #: Imagine ``z + E(G(z, c)) - E(G(z, own))`` instead of ``E(G(z, c))``: keeps only the
     #: generator's change of expression, cancelling its reconstruction error (see
-    #: :func:`clifer_edge.runtime.imagination.imagine_latents`).
+    #: :func:`clifer_edge.imagination.imagine_latents`).
     residual: bool = False
     #: A prototype that moved further than this (Euclidean, in the memories' standardised space)
     #: since it was imagined is imagined again.
@@ -154,6 +159,13 @@ class RuntimeConfig:
     def memory_directory(self) -> Path:
         """The memory directory with ``~`` and environment variables expanded."""
         return Path(os.path.expandvars(os.path.expanduser(self.memory.directory)))
+
+    def model_files(self) -> ModelFiles:
+        """The configured model, metadata and calibration files (see ``models.*``)."""
+        from clifer_edge.models.files import ModelFiles
+
+        models = self.models
+        return ModelFiles.locate(models.directory, models.variant, models.calibration)
 
 
 #: Allowed values of string keys.
@@ -318,3 +330,30 @@ def _validate_gdm(gdm: dict[str, Any]) -> None:
         GDMConfig.from_dict(gdm)
     except ValueError as error:
         raise ValueError(f"config section 'gdm': {error}") from None
+
+
+def default_memory_factory(gdm: dict[str, Any], max_nodes: int) -> Callable[[str], Any]:
+    """A factory of fresh memories with the configured GDM parameters and node bound.
+
+    The seed is derived from the person id, so a person's memory grows the same way on every run.
+    """
+    from clifer_edge.memory import GDMConfig, GrowingDualMemory
+
+    config = GDMConfig.from_dict(_with_max_nodes(GDMConfig, gdm, max_nodes))
+
+    def make(person_id: str) -> GrowingDualMemory:
+        return GrowingDualMemory(config=config, seed=zlib.crc32(person_id.encode("utf-8")))
+
+    return make
+
+
+def _with_max_nodes(config_cls: Any, gdm: dict[str, Any], max_nodes: int) -> dict[str, Any]:
+    """Put the runtime's node bound into both networks' settings unless the GDM section sets one."""
+    defaults = config_cls().to_dict()
+    out = dict(gdm)
+    for network in ("episodic", "semantic"):
+        if isinstance(defaults.get(network), dict) and "max_nodes" in defaults[network]:
+            settings = dict(out.get(network) or {})
+            settings.setdefault("max_nodes", max_nodes)
+            out[network] = settings
+    return out

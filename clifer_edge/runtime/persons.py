@@ -1,4 +1,4 @@
-"""One Growing Dual Memory per person: creation, LRU residency, persistence, identity fallback.
+"""One Growing Dual Memory per person: creation, LRU residency, persistence.
 
 CLIFER personalises by giving every person their own episodic and semantic memory. On a robot that
 meets many people this needs bookkeeping, kept here so the runtime only asks "the memory of person
@@ -16,14 +16,6 @@ X":
   the person starts afresh. Nothing is deleted silently; only :meth:`PersonStore.forget` deletes.
 - **Privacy**: the files hold latents (prototypes, recent labelled latents) and labels, no face
   images.
-
-Identity fallback (``persons.mode: identity``) for robots without person recognition: each face's
-encoder latent is compared (cosine distance) with a running mean per known person; the nearest one
-within ``identity_threshold`` is that person, otherwise a new person ``person-<n>`` is created. Its
-limits: the latent is trained for expressions, not identity, so it also moves with expression,
-pose and lighting; two similar-looking people can merge and one person can split into several ids,
-and a wrong assignment trains the wrong person's memory. Use it only for a handful of users; give
-real person ids (ROS4HRI ``/humans/persons``) whenever the robot has them.
 """
 
 from __future__ import annotations
@@ -35,9 +27,8 @@ import os
 import re
 import time
 import zipfile
-import zlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +45,8 @@ PERSON_FORMAT = 1
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MEMORY_SUFFIX = ".gdm"
 _RECORD_SUFFIX = ".person.npz"
+#: Real labelled latents remembered per person (where imagination may start from).
+MAX_REAL_LATENTS = 1024
 #: PersonState arrays kept in the record file.
 _RECORD_ARRAYS = ("real_latents", "imagined_sources", "imagined_latents", "identity")
 
@@ -107,6 +100,15 @@ class PersonState:
     #: False once evicted or forgotten: a stale object (e.g. held by the imagination scheduler)
     #: must then never be saved over the files.
     resident: bool = True
+
+    def learn(self, latents: np.ndarray, labels: list[str]) -> None:
+        """Train the memory on one real labelled episode and remember what the person showed
+        (the labels, and the latents where imagination may start from)."""
+        self.memory.partial_fit(latents, labels)
+        self.shown_labels.update(labels)
+        self.real_latents = append_rows(self.real_latents, latents, MAX_REAL_LATENTS)
+        self.n_episodes += 1
+        self.n_faces_learned += len(labels)
 
     @property
     def fitted(self) -> bool:
@@ -335,92 +337,11 @@ class PersonStore:
         )
 
 
-class IdentityIndex:
-    """Open-set nearest-neighbour person identification on face latents (the fallback).
-
-    Each known person is a running mean of their unit-normalised latents; a face joins the nearest
-    person within ``threshold`` (cosine distance) or founds a new one. See the module docstring for
-    why this is only a fallback.
-    """
-
-    def __init__(
-        self, threshold: float, records: Iterable[tuple[str, np.ndarray | None, int]] = ()
-    ) -> None:
-        self.threshold = threshold
-        self._ids: list[str] = []
-        self._centroids: list[np.ndarray] = []
-        self._counts: list[int] = []
-        for person_id, centroid, count in records:
-            if centroid is not None and count > 0:
-                self._ids.append(person_id)
-                self._centroids.append(np.asarray(centroid, dtype=np.float32))
-                self._counts.append(count)
-
-    def assign(self, latent: np.ndarray) -> str:
-        """The id of the person this latent belongs to (a new ``person-<n>`` if none is near)."""
-        unit = _unit(latent)
-        if self._centroids:
-            centroids = np.stack([_unit(c) for c in self._centroids])
-            distance = 1.0 - centroids @ unit
-            best = int(np.argmin(distance))
-            if distance[best] <= self.threshold:
-                return self._ids[best]
-        number = len(self._ids) + 1
-        while f"person-{number}" in self._ids:
-            number += 1
-        return f"person-{number}"
-
-    def update(self, person_id: str, latent: np.ndarray) -> tuple[np.ndarray, int]:
-        """Add a latent to the person's running mean; returns (centroid, count) to be saved."""
-        unit = _unit(latent)
-        if person_id in self._ids:
-            i = self._ids.index(person_id)
-            self._counts[i] += 1
-            self._centroids[i] = self._centroids[i] + (unit - self._centroids[i]) / self._counts[i]
-        else:
-            self._ids.append(person_id)
-            self._centroids.append(unit)
-            self._counts.append(1)
-            i = len(self._ids) - 1
-        return self._centroids[i], self._counts[i]
-
-    def remove(self, person_id: str) -> None:
-        """Forget a person's identity."""
-        if person_id in self._ids:
-            i = self._ids.index(person_id)
-            del self._ids[i], self._centroids[i], self._counts[i]
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    vector = np.asarray(vector, dtype=np.float32).ravel()
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
-
-
-def default_memory_factory(gdm: dict[str, Any], max_nodes: int) -> Callable[[str], Any]:
-    """A factory of fresh memories with the configured GDM parameters and node bound.
-
-    The seed is derived from the person id, so a person's memory grows the same way on every run.
-    """
-    from clifer_edge.memory import GDMConfig
-
-    config = GDMConfig.from_dict(_with_max_nodes(GDMConfig, gdm, max_nodes))
-
-    def make(person_id: str) -> GrowingDualMemory:
-        return GrowingDualMemory(config=config, seed=zlib.crc32(person_id.encode("utf-8")))
-
-    return make
-
-
-def _with_max_nodes(config_cls: Any, gdm: dict[str, Any], max_nodes: int) -> dict[str, Any]:
-    """Put the runtime's node bound into both networks' settings unless the GDM section sets one."""
-    defaults = config_cls().to_dict()
-    out = dict(gdm)
-    for network in ("episodic", "semantic"):
-        if isinstance(defaults.get(network), dict) and "max_nodes" in defaults[network]:
-            settings = dict(out.get(network) or {})
-            settings.setdefault("max_nodes", max_nodes)
-            out[network] = settings
-    return out
+def append_rows(record: np.ndarray | None, rows: np.ndarray, limit: int) -> np.ndarray:
+    """Rows appended to a record, keeping only the newest ``limit``."""
+    rows = np.asarray(rows, dtype=np.float32)
+    merged = rows if record is None or len(record) == 0 else np.concatenate([record, rows])
+    return merged[-limit:]
 
 
 def glob_escape(text: str) -> str:

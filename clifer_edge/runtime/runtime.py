@@ -23,35 +23,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from clifer_edge.datasets import DatasetError
-from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import canonical_label
+from clifer_edge.models.calibration import CalibrationError, LatentCalibration
 from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
-from clifer_edge.runtime.calibration import (
-    CalibrationError,
-    LatentCalibration,
-    build_calibration,
-)
-from clifer_edge.runtime.config import RuntimeConfig, load_config
-from clifer_edge.runtime.imagination import ImaginationReport, ImaginationScheduler, _append
-from clifer_edge.runtime.persons import (
-    IdentityIndex,
-    PersonState,
-    PersonStore,
-    default_memory_factory,
-    person_key,
-)
+from clifer_edge.runtime.config import RuntimeConfig, default_memory_factory, load_config
+from clifer_edge.runtime.identity import IdentityIndex
+from clifer_edge.runtime.persons import PersonState, PersonStore, person_key
+from clifer_edge.runtime.scheduler import ImaginationReport, ImaginationScheduler
 
 logger = logging.getLogger(__name__)
-
-#: Real labelled latents remembered per person (where imagination may start from).
-MAX_REAL_LATENTS = 1024
 
 
 @dataclass(frozen=True)
@@ -96,105 +81,6 @@ class _Timings:
         }
 
 
-def default_model_directory() -> Path:
-    """The bundled default models: ``clifer_edge/models/default/``."""
-    return Path(__file__).resolve().parent.parent / "models" / "default"
-
-
-def model_paths(config: RuntimeConfig) -> tuple[Path, Path, Path]:
-    """(encoder, generator, metadata) file paths of the configured model variant."""
-    directory = Path(config.models.directory or default_model_directory()).expanduser()
-    variant = config.models.variant
-    return (
-        directory / f"encoder_{variant}.tflite",
-        directory / f"generator_{variant}.tflite",
-        directory / "metadata.json",
-    )
-
-
-def encoder_file(encoder: Any, config: RuntimeConfig) -> Path:
-    """The file an encoder was loaded from (the configured one if the object does not say)."""
-    for owner in (encoder, getattr(encoder, "model", None)):
-        path = getattr(owner, "path", None)
-        if path is not None:
-            return Path(path)
-    return model_paths(config)[0]
-
-
-def calibration_path(config: RuntimeConfig) -> Path:
-    """Where the latent calibration of the configured models lives."""
-    if config.models.calibration is not None:
-        return Path(config.models.calibration).expanduser()
-    encoder_path = model_paths(config)[0]
-    return encoder_path.parent / f"calibration_{config.models.variant}.npz"
-
-
-def find_calibration(
-    config: RuntimeConfig, encoder: Any, cache_dir: Path | None = None
-) -> LatentCalibration:
-    """The calibration of this encoder: the configured file, else a cached one, else built now.
-
-    Building needs FER2013 (``$CLIFER_DATA_DIR`` or ``../shared/data``) and takes a few seconds;
-    the result is cached in ``cache_dir`` as ``calibration-<encoder sha>.npz``.
-
-    Raises
-    ------
-    CalibrationError
-        If there is no usable calibration and none can be built.
-    """
-    path = encoder_file(encoder, config)
-    sha = sha256_file(path) if path.exists() else None
-    configured = calibration_path(config)
-    problems = []
-    candidates = [configured]
-    if cache_dir is not None and sha is not None:
-        candidates.append(cache_dir / f"calibration-{sha[:16]}.npz")
-    for candidate in candidates:
-        if candidate.exists():
-            try:
-                return LatentCalibration.load(candidate, encoder_sha256=sha)
-            except CalibrationError as error:
-                problems.append(str(error))
-    if sha is None or cache_dir is None:
-        raise CalibrationError(
-            f"no latent calibration for encoder {path} ({'; '.join(problems) or 'none found'}); "
-            "run `clifer-edge calibrate`"
-        )
-    logger.warning(
-        "no calibration for encoder %s (%s); building one from FER2013 into %s",
-        path.name,
-        "; ".join(problems) or f"{configured} missing",
-        candidates[-1],
-    )
-    try:
-        calibration, _ = build_calibration(encoder, path, progress=False)
-    except DatasetError as error:
-        raise CalibrationError(
-            f"no latent calibration for encoder {path} and FER2013 not found to build one "
-            f"({error}); run `clifer-edge calibrate --data FILE`"
-        ) from None
-    calibration.save(candidates[-1])
-    return calibration
-
-
-def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
-    """Load the configured encoder and generator and check them against the configuration.
-
-    Raises
-    ------
-    ValueError
-        ``ModelFileError`` for a missing, truncated or mismatched model file, or a ValueError when
-        the metadata disagrees with ``models.image_size``.
-    """
-    from clifer_edge.models import Encoder, Generator
-
-    encoder_path, generator_path, metadata = model_paths(config)
-    threads = config.models.num_threads
-    encoder = Encoder(encoder_path, metadata_path=metadata, num_threads=threads)
-    generator = Generator(generator_path, metadata_path=metadata, num_threads=threads)
-    return encoder, generator
-
-
 class ExpressionRuntime:
     """Personalised, continually learning expression recognition for a robot.
 
@@ -208,9 +94,19 @@ class ExpressionRuntime:
         Face detector for full frames; ``None`` builds the configured one on first use.
     calibration : LatentCalibration, optional
         The memories' latent standardisation and the fallback classifier for new persons;
-        ``None``: :func:`find_calibration` (the configured file, or one built from FER2013).
+        ``None``: the configured file (``models.calibration``, by default beside the models);
+        a missing one is a :class:`CalibrationError` that says to run ``clifer-edge calibrate``.
     clock : callable() -> float
         Time source of the idle timer (a simulation may pass its own).
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, truncated or mismatched model or metadata file.
+    CalibrationError
+        For a missing or damaged calibration, or one of another encoder.
+    ValueError
+        When ``models.image_size`` or the generator's ``z_dim`` disagree with the encoder.
     """
 
     def __init__(
@@ -224,7 +120,9 @@ class ExpressionRuntime:
     ) -> None:
         self.config = config if config is not None else load_config(None)
         if encoder is None or generator is None:
-            loaded_encoder, loaded_generator = load_models(self.config)
+            loaded_encoder, loaded_generator = self.config.model_files().load(
+                self.config.models.num_threads
+            )
             encoder = encoder if encoder is not None else loaded_encoder
             generator = generator if generator is not None else loaded_generator
         self.encoder = encoder
@@ -244,7 +142,7 @@ class ExpressionRuntime:
             )
         self._detector = detector
         if calibration is None:
-            calibration = find_calibration(self.config, encoder, self.config.memory_directory())
+            calibration = self.config.model_files().load_calibration(encoder)
         if calibration.z_dim != int(meta.z_dim):
             raise CalibrationError(
                 f"calibration has z_dim={calibration.z_dim}, the encoder {meta.z_dim}"
@@ -493,12 +391,8 @@ class ExpressionRuntime:
 
     def _learn(self, state: PersonState, latents: np.ndarray, labels: list[str]) -> None:
         start = time.perf_counter()
-        state.memory.partial_fit(latents, labels)
+        state.learn(latents, labels)
         self._timings.add("learn", time.perf_counter() - start, len(labels))
-        state.shown_labels.update(labels)
-        state.real_latents = _append(state.real_latents, latents, MAX_REAL_LATENTS)
-        state.n_episodes += 1
-        state.n_faces_learned += len(labels)
         start = time.perf_counter()
         self.persons.save(state)
         self._timings.add("save", time.perf_counter() - start)

@@ -13,7 +13,7 @@ import sys
 import time
 
 from clifer_edge.datasets import DatasetError, default_data_dir
-from clifer_edge.models.imagination import VARIANTS
+from clifer_edge.models import VARIANTS
 from clifer_edge.models.litert import ModelFileError
 
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from clifer_edge.faces.annotate import FaceAnnotation, draw_faces, to_bgr
+from clifer_edge.models import CalibrationError, ModelFileError
 from clifer_edge.preprocessing import FaceBox, InvalidImageError
 from clifer_edge.runtime.config import load_config
 from clifer_edge.runtime.runtime import ExpressionRuntime, FaceResult
@@ -156,7 +157,11 @@ def run(args: argparse.Namespace) -> int:
     view = None
     if args.show or args.annotate_out:  # before loading anything: a bad option fails at once
         view = LiveView(args.show, args.annotate_out, fps=30.0)
-    runtime = ExpressionRuntime(config)
+    try:
+        runtime = ExpressionRuntime(config)
+    except (ModelFileError, CalibrationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     tracker = None if args.cropped else runtime.tracker()
     if tracker is not None and args.images is not None:
         tracker.detect_every = 1  # photos of a folder are not consecutive video frames
