@@ -307,6 +307,20 @@ def test_bad_images_are_logged_and_the_node_keeps_working(camera_node, driver, c
         assert camera_node.alive()
         # The next good message is answered.
         sender.send(camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "happiness")[1]))
+    # A stamp rclpy cannot turn into a time (negative seconds): answered, no latency, no crash.
+    from clifer_msgs.msg import Expression
+
+    frame = camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "happiness")[2])
+    negative = image_msg(frame, driver.node.get_clock().now().to_msg())
+    negative.header.stamp.sec = -5
+    expressions = driver.collect(Expression, CAM_EXPRESSIONS)
+    assert driver.spin_until(
+        lambda: any(e.header.stamp.sec == -5 for e in expressions),
+        20.0,
+        every=lambda: sender.send_raw(negative),
+    )
+    assert camera_node.alive()
+    sender.send(camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "happiness")[1]))
 
 
 def test_diagnostics_report_rates_and_errors(camera_node, driver):

@@ -670,7 +670,7 @@ class ExpressionNode(LifecycleNode):
         self._stats.processed += 1
         self._stats.faces += len(pairs)
         stamp = msg.header.stamp
-        if stamp.sec or stamp.nanosec:
+        if stamp.sec > 0 or (stamp.sec == 0 and stamp.nanosec):  # rclpy refuses negative times
             now = self.get_clock().now()
             self._stats.latencies_ms.append((now - Time.from_msg(stamp)).nanoseconds / 1e6)
         self._stats.stamps.append(time.monotonic())
