@@ -163,7 +163,13 @@ def test_tracker_keeps_ids_while_faces_stay_and_never_reuses_them(jaffe):
     back = tracker.update(_scene(jaffe, [0, 600]))
     assert len(back) == 2 and not {f.face_id for f in back} <= set(first)
     assert len({f.face_id for f in back} | set(first)) == 3
-    # Nothing in view for longer than lost_after_s: everything expires even without detections.
+    # A slow (or starved) stream: frames 2 s apart, the faces stay and keep their ids.
+    kept = {f.face_id for f in back}
+    for _ in range(4):
+        clock.now += 2.0
+        assert {f.face_id for f in tracker.update(_scene(jaffe, [0, 600]))} == kept
+    # No frame for longer than lost_after_s: everything expires even without detections.
+    assert tracker.expire() == list(tracker.faces)
     clock.now += 1.0
     assert tracker.expire() == []
 

@@ -59,7 +59,10 @@ class FaceTracker:
     iou_threshold : float
         A detection continues a face whose last box overlaps it at least this much.
     lost_after_s : float
-        A face not re-detected for this long has left (its id is never used again).
+        A face that a detection pass missed and that was not re-detected for this long has left
+        (its id is never used again); when no frame at all arrives for this long, every face has.
+        A slow or starved frame stream does not make faces flicker: a face found by the latest
+        detection pass stays, however long ago that pass was.
     clock : callable() -> float
         Time source (seconds); tests and simulations may pass their own.
     """
@@ -92,23 +95,30 @@ class FaceTracker:
         self._prefix = "f" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
         self._next_id = 0
         self._frame = 0
+        self._last_frame = clock()
         self.faces: list[TrackedFace] = []
 
     def update(self, image: np.ndarray, color_order: str = "rgb") -> list[TrackedFace]:
         """Track the faces of the next frame; returns those in view, largest first.
 
-        On frames without detection the faces keep their last boxes; faces not re-detected for
-        ``lost_after_s`` are dropped. Raises what :meth:`FaceDetector.detect` raises.
+        On frames without detection the faces keep their last boxes; faces that detection missed
+        and that were not re-detected for ``lost_after_s`` are dropped. Raises what
+        :meth:`FaceDetector.detect` raises.
         """
+        self._last_frame = now = self.clock()
         if self._frame % self.detect_every == 0:
             self._match(self._detect(image, color_order))
+            self.faces = [
+                f for f in self.faces if f.missed == 0 or now - f.last_seen <= self.lost_after_s
+            ]
         self._frame += 1
-        return self.expire()
+        return list(self.faces)
 
     def expire(self) -> list[TrackedFace]:
-        """Drop faces not re-detected for ``lost_after_s``; the faces still in view."""
-        now = self.clock()
-        self.faces = [f for f in self.faces if now - f.last_seen <= self.lost_after_s]
+        """Between frames (e.g. from a timer): when no frame arrived for ``lost_after_s``, every
+        face has left. Returns the faces still in view."""
+        if self.clock() - self._last_frame > self.lost_after_s:
+            self.faces = []
         return list(self.faces)
 
     def _detect(self, image: np.ndarray, color_order: str) -> list[tuple[FaceBox, float]]:

@@ -66,7 +66,8 @@ class FacesConfig:
     detect_every: int = 3
     #: Video: frames wider than this are downscaled to it for detection (0 = full size).
     detect_width: int = 640
-    #: Video: a face not re-detected for this many seconds has left (its id is not reused).
+    #: Video: a face missed by detection and not re-detected for this many seconds has left
+    #: (its id is not reused); so have all faces when no frame arrives for this long.
     lost_after_s: float = 0.5
 
 
