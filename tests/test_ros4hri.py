@@ -195,7 +195,7 @@ def test_camera_mode_is_a_ros4hri_face_pipeline(ros, driver, jaffe, tmp_path):
         consumer.tracked.clear()
         assert driver.spin_until(
             lambda: any(ids for _, ids in consumer.tracked), 30.0, every=send_photo, period=0.1
-        )
+        ), f"the face did not come back: {consumer.tracked[-3:]}\n{node.log()[-3000:]}"
         new_id = next(ids for _, ids in consumer.tracked if ids)[0]
         assert new_id != face_id
         assert node.alive()
