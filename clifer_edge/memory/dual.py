@@ -10,6 +10,7 @@ erase old ones. CLIFER (Churamani & Gunes 2020) uses this memory per person on t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from clifer_edge.memory.config import GDMConfig
+from clifer_edge.memory.config import GDMConfig, GWRConfig
 from clifer_edge.memory.persistence import (
     MemoryFileError,
     MemoryRecord,
@@ -359,6 +360,34 @@ class GrowingDualMemory:
         if hasattr(self, "episodic_"):
             out["backend"] = "numpy" if isinstance(self.episodic_, ReferenceGWR) else "cython"
         return out
+
+    def set_max_nodes(self, episodic: int, semantic: int) -> GrowingDualMemory:
+        """Change each network's node bound (e.g. a loaded memory under a new configuration).
+
+        A network that already holds more nodes keeps them but does not grow any further.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotFittedError
+            Before the first :meth:`partial_fit` (set ``config`` instead).
+        ValueError
+            If a bound is out of range.
+        """
+        self._check_fitted()
+        changed = {
+            name: GWRConfig.from_dict(
+                {"max_nodes": bound}, base=getattr(self.config_, name), where=name
+            )
+            for name, bound in (("episodic", episodic), ("semantic", semantic))
+        }
+        self.config_ = dataclasses.replace(self.config_, **changed)
+        for name in _MEMORIES:
+            self._network(name).config = getattr(self.config_, name)
+        return self
 
     # -- persistence ----------------------------------------------------------------------------
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clifer_edge.fileio import atomic_savez
+from clifer_edge.fileio import atomic_savez, read_npz
 from clifer_edge.memory._state import NetworkState
 from clifer_edge.memory.config import GDMConfig
 
@@ -102,24 +100,20 @@ def write_memory_file(record: MemoryRecord, path: str | os.PathLike[str]) -> Non
 
 def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise MemoryFileError(f"{path}: not a clifer-edge memory file (a bare .npy array)")
-        with archive:
-            if "header" not in archive.files:
-                raise MemoryFileError(
-                    f"{path}: not a clifer-edge memory file "
-                    f"(npz without a header; has {archive.files[:5]})"
-                )
-            arrays = {key: archive[key] for key in archive.files}
-    except MemoryFileError:
-        raise
+        arrays = read_npz(path)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+    except ValueError as error:
+        if str(error).startswith("a bare"):
+            raise MemoryFileError(f"{path}: not a clifer-edge memory file ({error})") from None
         raise MemoryFileError(
             f"{path}: not a readable memory file (damaged or truncated: {error})"
         ) from None
+    if "header" not in arrays:
+        raise MemoryFileError(
+            f"{path}: not a clifer-edge memory file "
+            f"(npz without a header; has {sorted(arrays)[:5]})"
+        )
     raw = arrays.pop("header")
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise MemoryFileError(

@@ -877,6 +877,8 @@ class ExpressionNode(LifecycleNode):
         self._diag_pub.publish(DiagnosticArray(header=_header(self), status=[status]))
 
     def _data_notice(self) -> str:
+        """The latched data-processing notice (wording of docs/runtime.md, with this config)."""
+        persons = self._runtime.config.persons
         anonymous = (
             "Anonymous persons are remembered like others."
             if self._p["persist_anonymous"]
@@ -886,11 +888,14 @@ class ExpressionNode(LifecycleNode):
             "clifer-edge data processing notice. Purpose: recognise the facial expressions of the "
             "people this robot interacts with, personalised to each person. Processed: face images "
             "from the camera or ROS4HRI, in memory only; images are not stored unless the runtime "
-            "config sets memory.store_faces. Stored: per person, a memory of encoded face features "
-            "(latent vectors, not images) with expression labels, keyed by the person id, in "
-            f"{self._memory_dir}. {anonymous} Nothing leaves the robot. Retention: until deleted; "
-            f"delete one person with the service {self.resolve_service_name('~/forget')} (files "
-            "removed), or delete the directory."
+            "config sets memory.store_faces. Stored: per person id, encoded face features (latent "
+            "vectors, not images) with the expression labels taught, in files readable only by "
+            f"the robot's user, in {self._memory_dir}. {anonymous} People who were never taught "
+            "an expression are kept only as an identity feature in identity mode, at most "
+            f"{persons.max_unlabelled} of them and for at most {persons.unlabelled_max_age_days:g} "
+            "days after they were last seen; taught people are kept until deleted with the "
+            f"service {self.resolve_service_name('~/forget')}, which removes every file of that "
+            "person (or delete the directory). Nothing leaves the robot."
         )
 
     # ------------------------------------------------------------------ shutdown

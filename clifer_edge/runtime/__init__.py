@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from clifer_edge.imagination import imagine_latents
 from clifer_edge.runtime.config import RuntimeConfig, load_config
+from clifer_edge.runtime.persons import PersonSaveError
 from clifer_edge.runtime.runtime import ExpressionRuntime, FaceResult
 from clifer_edge.runtime.scheduler import ImaginationReport
 
@@ -17,6 +18,7 @@ __all__ = [
     "ExpressionRuntime",
     "FaceResult",
     "ImaginationReport",
+    "PersonSaveError",
     "RuntimeConfig",
     "imagine_latents",
     "load_config",

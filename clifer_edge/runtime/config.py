@@ -10,6 +10,7 @@ and checks every key, type and range; the ``gdm`` section is validated by
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -85,6 +86,11 @@ class PersonsConfig:
     identity_threshold: float = 0.25
     #: Person memories held in RAM; the least recently seen are saved and evicted.
     max_in_ram: int = 8
+    #: Persons never labelled (no memory, only an identity centroid) kept on disk; beyond it the
+    #: least recently seen are deleted. Labelled persons are only deleted by ``forget``.
+    max_unlabelled: int = 1000
+    #: Days after their last sighting when never-labelled persons are deleted.
+    unlabelled_max_age_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,8 @@ class LearningConfig:
     recent_faces: int = 32
     #: Faces used by ``teach`` when the caller does not say how many.
     teach_recent: int = 8
+    #: Expression labels one person may have (a new label beyond it is refused).
+    max_labels: int = 32
 
 
 @dataclass(frozen=True)
@@ -176,26 +184,30 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "memory.answer": ("episodic", "semantic"),
 }
 
-#: Inclusive lower bounds (and optional upper bounds) of numeric keys.
-_RANGES: dict[str, tuple[float, float | None]] = {
+#: Inclusive bounds of numeric keys (every number is bounded: a robot must not accept a budget
+#: of infinity or an episode of 10^12 faces).
+_RANGES: dict[str, tuple[float, float]] = {
     "models.num_threads": (1, 64),
     "models.image_size": (8, 1024),
-    "faces.min_face_size": (8, None),
+    "faces.min_face_size": (8, 8192),
     "faces.margin": (0.0, 1.0),
-    "faces.max_faces": (1, None),
-    "faces.detect_every": (1, None),
-    "faces.detect_width": (0, None),
-    "faces.lost_after_s": (0.01, None),
+    "faces.max_faces": (1, 64),
+    "faces.detect_every": (1, 100),
+    "faces.detect_width": (0, 8192),
+    "faces.lost_after_s": (0.01, 60.0),
     "persons.identity_threshold": (0.0, 2.0),
-    "persons.max_in_ram": (1, None),
-    "memory.max_nodes": (2, None),
-    "learning.episode_size": (1, None),
-    "learning.recent_faces": (1, None),
-    "learning.teach_recent": (1, None),
-    "imagination.idle_timeout_s": (0.0, None),
-    "imagination.budget_s": (0.001, None),
-    "imagination.chunk_prototypes": (1, None),
-    "imagination.reimagine_distance": (0.0, None),
+    "persons.max_in_ram": (1, 1024),
+    "persons.max_unlabelled": (0, 1_000_000),
+    "persons.unlabelled_max_age_days": (0.0, 36500.0),
+    "memory.max_nodes": (2, 100_000),
+    "learning.episode_size": (1, 4096),
+    "learning.recent_faces": (1, 4096),
+    "learning.teach_recent": (1, 4096),
+    "learning.max_labels": (1, 1000),
+    "imagination.idle_timeout_s": (0.0, 86400.0),
+    "imagination.budget_s": (0.001, 3600.0),
+    "imagination.chunk_prototypes": (1, 1024),
+    "imagination.reimagine_distance": (0.0, 1000.0),
 }
 
 _SECTIONS: dict[str, type] = {
@@ -309,8 +321,8 @@ def _check_value(key: str, hint: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"config key {key!r} must be a number, got {value!r}")
         value = float(value)
-        if value != value:  # NaN
-            raise ValueError(f"config key {key!r} must be a number, got NaN")
+        if not math.isfinite(value):
+            raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
     elif kind is str:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"config key {key!r} must be a non-empty string, got {value!r}")
@@ -318,9 +330,8 @@ def _check_value(key: str, hint: Any, value: Any) -> Any:
         raise ValueError(f"config key {key!r} is {value!r}, should be one of {list(_CHOICES[key])}")
     if key in _RANGES:
         low, high = _RANGES[key]
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ValueError(f"config key {key!r} is {value!r}, should be {bound}")
+        if not low <= value <= high:
+            raise ValueError(f"config key {key!r} is {value!r}, should be in [{low}, {high}]")
     return value
 
 
