@@ -170,7 +170,7 @@ def _imagination_effect(tmp_path, models, subjects, n_seen: int) -> dict[str, np
         imagining.set_idle(True)
         report = imagining.imagine(60.0)
         assert report.done and report.latents > 0
-        known = imagining.persons.get(subject.name).memory.labels_
+        known = imagining.persons.get(subject.name).memory.classes_
         assert set(subject.classes) <= set(known)  # it can now name unseen expressions
         assert set(plain.persons.get(subject.name).memory.labels_) == set(seen)
         f1_all, f1_unseen = _unseen_f1(plain, subject, seen)
@@ -250,4 +250,5 @@ def test_the_protocol_imagines_with_the_robots_scheduler(models, subjects):
     assert person.shown_labels == set(subject.classes[:2])
     assert learner.imagined == person.n_imagined
     # the memories now know classes the subject never showed
-    assert set(learner.memory.labels_) > person.shown_labels
+    assert set(learner.memory.classes_) > person.shown_labels
+    assert learner.memory.labels_ == list(subject.classes[:2])  # imagined ones stay apart

@@ -160,7 +160,7 @@ class FeatureSpace:
 def _imagination_settings() -> str:
     settings = ProtocolConfig().imagination
     return (
-        f"chunk_prototypes={settings.chunk_prototypes}, replay={settings.replay}, "
+        f"chunk_prototypes={settings.chunk_prototypes}, "
         f"residual={settings.residual}, reimagine_distance={settings.reimagine_distance}"
     )
 
@@ -381,10 +381,10 @@ def _meta(
             f"{model_meta.channels} faces)",
         },
         "imagination": "after each class, the robot's ImaginationScheduler runs as in an idle "
-        "period without time limit: the subject's episodic prototypes of really shown classes "
-        "not imagined yet are decoded by G under every other expression of the model "
-        "vocabulary, re-encoded by E and learned in chunks with RNAT replay "
-        f"({_imagination_settings()})",
+        "period without time limit: the subject's episodic prototypes not imagined yet are "
+        "decoded by G under every expression of the model vocabulary not learned for real, "
+        "re-encoded by E and learned in chunks by the memory's imagined network, which yields "
+        f"to real faces ({_imagination_settings()})",
         "split_rule": SPLIT_RULE,
         "split": {
             "test_fraction": round(args.test_fraction, 4),

@@ -3,9 +3,12 @@
 A memory file is an uncompressed npz archive (read with ``allow_pickle=False``) holding each
 network's canonical state arrays plus one ``header`` array: UTF-8 JSON with the format name, the
 schema version, the config, the label names, the random-generator state and a SHA-256 checksum over
-the header and every array. It is written atomically (temporary file in the same directory, fsync,
-rename), so a crash or a full disk never leaves a half-written memory in place of a good one, and a
-file that fails any check is rejected with :class:`MemoryFileError` without touching anything.
+the header and every array. Schema 2 adds the imagined network (when the memory has one) and the
+``classes`` list (real and imagined labels, the columns of ``predict_proba``); files of schema 1
+still load, as a memory without imagined knowledge. It is written atomically (temporary file in
+the same directory, fsync, rename), so a crash or a full disk never leaves a half-written memory in
+place of a good one, and a file that fails any check is rejected with :class:`MemoryFileError`
+without touching anything.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ __all__ = [
 #: Identifies clifer-edge memory files among other npz archives.
 FORMAT = "clifer-edge-gdm"
 #: Bumped whenever the layout changes; files with a larger version are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _NETWORKS = ("episodic", "semantic")
+#: The network of imagined samples (schema >= 2, present only when it has nodes).
+_IMAGINED = "imagined"
 
 
 class MemoryFileError(ValueError):
@@ -58,8 +63,11 @@ class MemoryRecord:
     n_episodes: int
     seed: int | None
     rng_state: dict[str, Any]
-    #: ``episodic`` and ``semantic`` network states, checked against ``config``.
+    #: ``episodic`` and ``semantic`` network states (histogram columns: ``labels``), and
+    #: ``imagined`` if the memory has imagined nodes (histogram columns: ``classes``).
     networks: dict[str, NetworkState]
+    #: Every label, real or imagined, in order of first appearance (``labels`` is a subset).
+    classes: list[str]
 
 
 def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
@@ -77,7 +85,9 @@ def write_memory_file(record: MemoryRecord, path: str | os.PathLike[str]) -> Non
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     clocks = {}
-    for name in _NETWORKS:
+    for name in (*_NETWORKS, _IMAGINED):
+        if name not in record.networks:
+            continue
         state = record.networks[name]
         for key in NetworkState.FIELDS:
             arrays[f"{name}.{key}"] = getattr(state, key)
@@ -87,6 +97,7 @@ def write_memory_file(record: MemoryRecord, path: str | os.PathLike[str]) -> Non
         "schema_version": SCHEMA_VERSION,
         "config": record.config.to_dict(),
         "labels": list(record.labels),
+        "classes": list(record.classes),
         "n_features": int(record.n_features),
         "n_episodes": int(record.n_episodes),
         "seed": record.seed,
@@ -166,23 +177,32 @@ def read_memory_file(path: str | os.PathLike[str]) -> MemoryRecord:
             raise ValueError(f"labels={labels!r} has duplicates")
         if not isinstance(n_features, int) or n_features < 1:
             raise ValueError(f"n_features={n_features!r} should be an int >= 1")
+        # Schema 1 had no imagined network: its classes are its labels.
+        classes = header["classes"] if header["schema_version"] >= 2 else list(labels)
+        if not (isinstance(classes, list) and all(isinstance(x, str) and x for x in classes)):
+            raise ValueError(f"classes={classes!r} should be a list of str")
+        if len(set(classes)) != len(classes) or not set(labels) <= set(classes):
+            raise ValueError(f"classes={classes!r} should hold every label once")
         networks = {}
-        for name in _NETWORKS:
+        names = [*_NETWORKS, *([_IMAGINED] if _IMAGINED in header["clocks"] else [])]
+        for name in names:
             state = NetworkState(
                 **{key: arrays[f"{name}.{key}"] for key in NetworkState.FIELDS},
                 clock=int(header["clocks"][name]),
             )
-            gwr = getattr(config, name)
+            # The imagined network has the episodic network's settings.
+            gwr = config.episodic if name == _IMAGINED else getattr(config, name)
             state.validate(gwr.max_degree, gwr.temporal_degree)
             if state.weights.shape[1:] != (config.context_depth + 1, n_features):
                 raise ValueError(
                     f"{name} weights of shape {state.weights.shape}, expected "
                     f"[N, {config.context_depth + 1}, {n_features}]"
                 )
-            if state.histograms.shape[1] != len(labels):
+            columns = classes if name == _IMAGINED else labels
+            if state.histograms.shape[1] != len(columns):
                 raise ValueError(
                     f"{name} histograms have {state.histograms.shape[1]} columns "
-                    f"for {len(labels)} labels"
+                    f"for {len(columns)} labels"
                 )
             networks[name] = state
         rng_state = header["rng_state"]
@@ -195,6 +215,7 @@ def read_memory_file(path: str | os.PathLike[str]) -> MemoryRecord:
             seed=header.get("seed"),
             rng_state=rng_state,
             networks=networks,
+            classes=list(classes),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise MemoryFileError(f"{path}: inconsistent memory file ({error})") from None

@@ -134,8 +134,6 @@ class ImaginationConfig:
     budget_s: float = 0.5
     #: Episodic prototypes imagined per preemptible chunk (x the other expressions).
     chunk_prototypes: int = 4
-    #: Mix RNAT pseudo-replay of what is already known into each imagined episode.
-    replay: bool = True
     #: Imagine ``z + E(G(z, c)) - E(G(z, own))`` instead of ``E(G(z, c))``: keeps only the
     #: generator's change of expression, cancelling its reconstruction error (see
     #: :func:`clifer_edge.imagination.imagine_latents`).

@@ -372,7 +372,7 @@ class ExpressionRuntime:
         if state.fitted:
             memory = self.config.memory.answer
             scores = state.memory.predict_proba(latent[None], memory=memory)[0]
-            labels = [str(name) for name in state.memory.labels_]
+            labels = [str(name) for name in state.memory.classes_]
         else:
             memory = "fallback"
             scores = self.calibration.predict_proba(latent[None])[0]

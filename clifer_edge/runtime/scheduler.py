@@ -1,15 +1,17 @@
 """Idle-time imagination on the robot: when to imagine, for whom, in preemptible chunks.
 
-Imagination (:mod:`clifer_edge.imagination`) trains both memories on imagined latents E(G(z, c)) of
-a person's episodic prototypes, mixed with RNAT pseudo-replay of what the person already showed, so
-the new classes do not wash out the old.
+Imagination (:mod:`clifer_edge.imagination`) renders a person's real episodic prototypes z under the
+expressions c the person has not shown for real yet and trains the memory's imagined network on the
+re-encoded latents E(G(z, c)) (``partial_fit(..., imagined=True)``). Imagined knowledge yields to
+real knowledge (see :class:`~clifer_edge.memory.GrowingDualMemory`): it never changes the real
+memories, answers only for classes not learned for real, and is pruned once they are.
 
 This is the most expensive thing the robot does, so :class:`ImaginationScheduler` runs it only when
 the robot is idle (no face for ``idle_timeout_s`` seconds, or an external idle signal), in small
 chunks of ``chunk_prototypes`` prototypes, within a time budget, and stops between any two steps
 (generate, encode, train) as soon as a face appears. It keeps, per person, the prototypes it already
-imagined (and the imagined latents themselves), so idle time is spent only on new prototypes and
-never on imagining from imagined faces.
+imagined, so idle time is spent only on new prototypes; it never imagines from imagined faces, since
+the memory's episodic prototypes are real ones only.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from clifer_edge.runtime.persons import PersonState, append_rows
 
 logger = logging.getLogger(__name__)
 
-#: Most imagined sources/latents remembered per person (the newest are kept).
+#: Most imagined sources remembered per person (the newest are kept).
 MAX_RECORDED = 8192
 
 
@@ -125,11 +127,11 @@ class ImaginationScheduler:
 
     # -- work --------------------------------------------------------------------------------
     def real_prototypes(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
-        """The person's episodic prototypes that stand for real faces.
+        """The person's episodic prototypes whose label the generator can draw.
 
-        Those whose label the person showed for real (and the generator can draw) and that lie
-        nearer to the person's real latents than to any imagined latent, so that nodes grown from
-        imagined faces are never imagined from again.
+        The episodic memory learns real faces only (imagined ones go to the imagined network),
+        so every episodic prototype stands for real faces; those labelled with an expression
+        outside the generator's vocabulary cannot be imagined from.
         """
         if not state.fitted:
             return np.zeros((0, 0), np.float32), []
@@ -137,14 +139,7 @@ class ImaginationScheduler:
         prototypes = np.asarray(prototypes, dtype=np.float32)
         labels = [str(label) for label in labels]
         vocabulary = generator_vocabulary(self.generator)
-        keep = np.array(
-            [label in state.shown_labels and label in vocabulary for label in labels], dtype=bool
-        )
-        if keep.any() and state.imagined_latents is not None and state.real_latents is not None:
-            keep &= _nearest(prototypes, state.real_latents) <= _nearest(
-                prototypes, state.imagined_latents
-            )
-        index = np.flatnonzero(keep)
+        index = [i for i, label in enumerate(labels) if label in vocabulary]
         return prototypes[index], [labels[i] for i in index]
 
     def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
@@ -254,18 +249,21 @@ class ImaginationScheduler:
     ) -> int:
         """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained).
 
-        The lock is taken per step and the activity flag checked between steps, so a face waits
-        for at most one step.
+        Only expressions not learned for real are imagined (imagined samples of the others would
+        yield at once). The lock is taken per step and the activity flag checked between steps,
+        so a face waits for at most one step.
         """
         z = self.calibration.to_latent(prototypes)
         with lock:
             if not state.resident:  # evicted or forgotten meanwhile: leave it alone
                 return -1
-            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels)
+            real = set(state.memory.labels_)
+            targets = [c for c in generator_vocabulary(self.generator) if c not in real]
+            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels, targets)
         if self._activity.is_set():
             return -1
         if not imagined_labels:
-            self._mark(state, prototypes, None)
+            self._mark(state, prototypes)
             return 0
         with lock:
             latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
@@ -281,18 +279,14 @@ class ImaginationScheduler:
         with lock:
             if not state.resident:
                 return -1
-            state.memory.partial_fit(points, imagined_labels)
-            if self.config.replay:
-                state.memory.replay()
-            self._mark(state, prototypes, points)
+            state.memory.partial_fit(points, imagined_labels, imagined=True)
+            self._mark(state, prototypes)
             state.n_imagined += len(imagined_labels)
         return len(imagined_labels)
 
     @staticmethod
-    def _mark(state: PersonState, prototypes: np.ndarray, latents: np.ndarray | None) -> None:
+    def _mark(state: PersonState, prototypes: np.ndarray) -> None:
         state.imagined_sources = append_rows(state.imagined_sources, prototypes, MAX_RECORDED)
-        if latents is not None:
-            state.imagined_latents = append_rows(state.imagined_latents, latents, MAX_RECORDED)
 
 
 def _nearest(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
