@@ -56,6 +56,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
@@ -90,6 +91,9 @@ except ImportError as error:  # pragma: no cover - depends on the install
         "clifer_msgs is not importable: build it with `ros2_ws/build_msgs.sh` (or `colcon build` "
         "in ros2_ws/) and source ros2_ws/install/setup.bash"
     ) from error
+
+#: Raised by rclpy for an entity whose destruction was requested (see :func:`main`).
+InvalidHandle = rclpy_implementation.InvalidHandle
 
 NODE_NAME = "clifer_edge"
 MODES = ("camera", "ros4hri")
@@ -988,7 +992,15 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
+        while True:
+            try:
+                executor.spin()
+                break
+            except InvalidHandle:
+                # A face's publisher or subscription was destroyed by one callback thread while
+                # the executor built its wait set in another (an rclpy race with per-face
+                # topics); the next wait set no longer holds it: spin on.
+                continue
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
