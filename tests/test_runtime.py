@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from runtime_support import ck_subjects, learn_classes, make_runtime
@@ -202,6 +203,8 @@ def test_a_missing_calibration_is_an_error_not_a_silent_build(tmp_path, capsys, 
     yaml_file.write_text(f"models:\n  directory: {models}\n")
     frames = tmp_path / "frames"
     frames.mkdir()
+    face = load_npz(data_dir / "ckplus48.npz").images[0]
+    assert cv2.imwrite(str(frames / "face.png"), face)
     code = main(["run", "--config", str(yaml_file), "--images", str(frames)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "clifer-edge calibrate" in err[0]

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from clifer_edge.datasets import DatasetError
+from clifer_edge.extras import require
 from clifer_edge.models import ModelFileError
 from clifer_edge.models.calibration import build_calibration
 from clifer_edge.runtime.config import load_config
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("clifer-edge calibrate", "tqdm", "sklearn.metrics")  # progress, scores (eval extra)
     try:
         config = load_config(args.config)
         models: dict[str, object] = {}

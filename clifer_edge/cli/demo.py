@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from clifer_edge.datasets import FaceDataset, default_data_dir, load_npz
+from clifer_edge.datasets import (
+    DATA_DIR_ENV,
+    DatasetError,
+    FaceDataset,
+    default_data_dir,
+    load_npz,
+)
 from clifer_edge.evaluation.features import prepare_faces
 from clifer_edge.evaluation.protocol import class_order, macro_f1
 from clifer_edge.evaluation.split import split_subject
@@ -44,11 +50,18 @@ logger = logging.getLogger(__name__)
 #: Label given to a held-out face when no face was detected in it (counts as wrong).
 NO_FACE = "no-face"
 
+#: The shared data files the demo reads (JAFFE full photos, CK+ crops).
+DATA_FILES = ("jaffe.npz", "ckplus48.npz")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
     parser.add_argument("--config", help="runtime YAML (default: the shipped default)")
-    parser.add_argument("--data-dir", help="shared data folder (default ../shared/data)")
+    parser.add_argument(
+        "--data-dir",
+        help=f"shared data folder holding {' and '.join(DATA_FILES)} "
+        f"(default: ${DATA_DIR_ENV}, else ../shared/data)",
+    )
     parser.add_argument("--jaffe-subjects", type=int, default=10, help="JAFFE subjects (of 10)")
     parser.add_argument(
         "--ck-subjects", type=int, default=8, help="CK+ subjects, most classes first (8)"
@@ -269,12 +282,28 @@ def plot_curves(subjects: list[Subject], curves: dict[str, dict[str, Curves]], p
     plt.close(fig)
 
 
+def missing_data(data_dir: Path) -> str | None:
+    """One line naming the folder and how to point at the data, or None if it is all there."""
+    missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
+    if not missing:
+        return None
+    what = "no such folder" if not data_dir.is_dir() else f"no {' or '.join(missing)} there"
+    return (
+        f"shared data not found in {data_dir} ({what}): pass --data-dir DIR or set "
+        f"{DATA_DIR_ENV}=DIR to the folder holding {' and '.join(DATA_FILES)}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    problem = missing_data(data_dir)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     config = load_config(args.config)
     files = config.model_files()
     try:
@@ -284,8 +313,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    subjects = jaffe_subjects(load_npz(data_dir / "jaffe.npz"), args.jaffe_subjects, args.seed)
-    subjects += ck_subjects(load_npz(data_dir / "ckplus48.npz"), args.ck_subjects, args.seed)
+    try:
+        jaffe, ckplus = (load_npz(data_dir / name) for name in DATA_FILES)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    subjects = jaffe_subjects(jaffe, args.jaffe_subjects, args.seed)
+    subjects += ck_subjects(ckplus, args.ck_subjects, args.seed)
     clock = SimClock()
     runtimes: dict[str, ExpressionRuntime] = {}
     for mode, enabled in (("imagination", True), ("no imagination", False)):

@@ -41,6 +41,7 @@ from clifer_edge.evaluation.protocol import (
 )
 from clifer_edge.evaluation.report import (
     build_results,
+    mean_ci_text,
     summary_table,
     write_json,
     write_report,
@@ -260,8 +261,8 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(summary_table(document["summary"])))
     for baseline in (static or {}).get("classifiers", []):
         print(
-            f"static baseline {baseline['name']}: F1 {baseline['f1_mean']:.3f} "
-            f"± {baseline['f1_ci95']:.3f}"
+            f"static baseline {baseline['name']}: F1 "
+            f"{mean_ci_text(baseline['f1_mean'], baseline['f1_ci95'])}"
         )
     print(f"wrote {args.out / 'results.json'}, " + ", ".join(str(p) for p in written))
     print(f"total {document['seconds']} s")

@@ -18,7 +18,7 @@ from clifer_edge.evaluation.protocol import (
     step_means,
     summarise,
 )
-from clifer_edge.evaluation.stats import mean_ci95
+from clifer_edge.evaluation.stats import MIN_CI_VALUES, mean_ci95
 from clifer_edge.fileio import atomic_write_text
 
 #: Version of the ``results.json`` layout; bump on incompatible changes.
@@ -120,6 +120,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def mean_ci_text(mean: Any, ci: Any, digits: int = 3) -> str:
+    """``mean ± CI``, or the mean alone where there is no interval (fewer than
+    :data:`~clifer_edge.evaluation.stats.MIN_CI_VALUES` subjects)."""
+    if _fmt(ci) == "–":
+        return _fmt(mean, digits)
+    return f"{_fmt(mean, digits)} ± {_fmt(ci, digits)}"
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -133,7 +141,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
             "condition",
             "experiment",
             "memory",
-            "final F1 (mean ± 95% CI)",
+            "final F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})",
             "F1 over steps",
             "unseen acc. over steps (fallback)",
             "n",
@@ -143,7 +151,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
                 r["condition"],
                 r["experiment"],
                 r["memory"],
-                f"{_fmt(r['f1_mean'])} ± {_fmt(r['f1_ci95'])}",
+                mean_ci_text(r["f1_mean"], r["f1_ci95"]),
                 _fmt(r["f1_steps_mean"]),
                 _unseen_cell(r),
                 r["n_subjects"],
@@ -312,11 +320,11 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         sb = document["static_baseline"]
         lines += ["## Static baselines (person-independent)", "", sb["description"] + ".", ""]
         lines += _md_table(
-            ["classifier", "F1 (mean ± 95% CI)", "n", "what"],
+            ["classifier", f"F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})", "n", "what"],
             [
                 [
                     c["name"],
-                    f"{_fmt(c['f1_mean'])} ± {_fmt(c['f1_ci95'])}",
+                    mean_ci_text(c["f1_mean"], c["f1_ci95"]),
                     c["n_subjects"],
                     c["description"],
                 ]
@@ -334,7 +342,7 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
                     r["condition"],
                     r["memory"],
                     r["k"],
-                    f"{_fmt(r['new_class_accuracy_mean'])} ± {_fmt(r['new_class_accuracy_ci95'])}",
+                    mean_ci_text(r["new_class_accuracy_mean"], r["new_class_accuracy_ci95"]),
                     _fmt(r["old_f1_before_mean"]),
                     _fmt(r["old_f1_after_mean"]),
                     r["n_subjects"],

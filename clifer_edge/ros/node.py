@@ -46,8 +46,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from hri_msgs.msg import Expression as HriExpression
-from hri_msgs.msg import IdsList, NormalizedRegionOfInterest2D
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -90,6 +88,14 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError(
         "clifer_msgs is not importable: build it with `ros2_ws/build_msgs.sh` (or `colcon build` "
         "in ros2_ws/) and source ros2_ws/install/setup.bash"
+    ) from error
+try:  # ROS4HRI: apt on a robot (ros-<distro>-hri-msgs); build_msgs.sh builds the vendored one.
+    from hri_msgs.msg import Expression as HriExpression
+    from hri_msgs.msg import IdsList, NormalizedRegionOfInterest2D
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "hri_msgs is not importable: install ros-<distro>-hri-msgs, or build it with "
+        "`ros2_ws/build_msgs.sh` and source ros2_ws/install/setup.bash"
     ) from error
 
 #: Raised by rclpy for an entity whose destruction was requested (see :func:`main`).
