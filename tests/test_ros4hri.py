@@ -66,9 +66,9 @@ def _latched() -> Any:
     )
 
 
-def _start(ros: RosEnv, tmp: Path, name: str, **params: Any) -> NodeProcess:
+def _start(ros: RosEnv, tmp: Path, name: str, extra_yaml: str = "", **params: Any) -> NodeProcess:
     runtime = tmp / f"{name}_runtime.yaml"
-    runtime.write_text("imagination:\n  idle_timeout_s: 600\n")
+    runtime.write_text("imagination:\n  idle_timeout_s: 600\n" + extra_yaml)
     base = {
         "memory_dir": str(tmp / "memories"),
         "runtime_config": str(runtime),
@@ -125,7 +125,16 @@ class Consumer:
 def test_camera_mode_is_a_ros4hri_face_pipeline(ros, driver, jaffe, tmp_path):
     from sensor_msgs.msg import Image
 
-    node = _start(ros, tmp_path, "clifer_hricam", mode="camera", camera_topic="/hricam/image")
+    # A loaded test machine may starve the node for more than the default 0.5 s, which (no frame
+    # that long) ends every track; 1 s keeps one id through that and still ends a track in time.
+    node = _start(
+        ros,
+        tmp_path,
+        "clifer_hricam",
+        extra_yaml="faces:\n  lost_after_s: 1.0\n",
+        mode="camera",
+        camera_topic="/hricam/image",
+    )
     try:
         from clifer_msgs.srv import SaveMemories
 
@@ -190,7 +199,7 @@ def test_camera_mode_is_a_ros4hri_face_pipeline(ros, driver, jaffe, tmp_path):
         print(
             f"\nface left: tracked list empty after {emptied:.2f} s, topics gone after {gone:.2f} s"
         )
-        assert emptied <= 1.5, emptied
+        assert emptied <= 2.0, emptied  # lost_after_s 1.0 + the 0.2 s expiry timer + DDS
         # A face coming back gets a new id: ids are never reused.
         consumer.tracked.clear()
         assert driver.spin_until(
