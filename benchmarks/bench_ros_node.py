@@ -1,14 +1,18 @@
 """End-to-end latency of the ROS node: camera image stamp to Expression message, over real DDS.
 
-Starts ``clifer_edge_node`` (camera mode) as its own process, publishes real CK+ faces as
-``sensor_msgs/Image`` frames at a fixed rate with 1 and with 5 faces per frame, and measures for
-each frame the time from its header stamp to the arrival of its last face's
-``clifer_msgs/Expression`` on ``~/expressions``. Frames the node skipped (keep-last-1 sensor QoS
-drops stale frames instead of queueing them) count as dropped. CPU% is the node process's user +
-system time over the wall time of the run (100% = one core); CPU ms/frame divides that time by the
-frames answered, a figure that depends much less on other load on the machine.
+Starts ``clifer_edge_node`` (camera mode) as its own process, pinned to one CPU core (``--cpus``),
+publishes real CK+ faces as ``sensor_msgs/Image`` frames at a fixed rate with 1 and with 5 faces
+per frame, and measures for each frame the time from its header stamp to the arrival of its last
+face's ``clifer_msgs/Expression`` on ``~/expressions``. Frames the node skipped (keep-last-1
+sensor QoS drops stale frames instead of queueing them) count as dropped. CPU% is the node
+process's user + system time over the wall time of the run (100% = one core); CPU ms/frame divides
+that time by the frames answered, a figure that depends much less on other load on the machine.
 
-    python benchmarks/bench_ros_node.py [--fps 30] [--seconds 10] [--faces 1 5]
+    python benchmarks/bench_ros_node.py [--fps 30] [--seconds 10] [--faces 1 5] [--cpus 0]
+        [--view-png docs/img/ros_annotated.png]
+
+``--view-png`` saves one frame of ``~/annotated_image`` (the live view) of the last case, taken
+after the timed run (the view costs time only while someone subscribes).
 
 Needs the ``ros`` extra (rclpy); builds clifer_msgs first with ``ros2_ws/build_msgs.sh``.
 """
@@ -45,20 +49,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _frames(faces: np.ndarray, per_frame: int, count: int) -> list[np.ndarray]:
-    """``count`` frames, each a row of ``per_frame`` enlarged CK+ faces."""
+def _frames(people: list[np.ndarray], per_frame: int, count: int) -> list[np.ndarray]:
+    """``count`` frames, each a row of ``per_frame`` enlarged CK+ faces: position j always shows
+    person j (five people in front of the robot), with their expressions changing frame by frame.
+    """
     frames = []
     for i in range(count):
-        tiles = [
-            camera_frame(faces[(i * per_frame + j) % len(faces)], side=120)
-            for j in range(per_frame)
-        ]
+        tiles = [camera_frame(people[j][i % len(people[j])], side=120) for j in range(per_frame)]
         frames.append(np.concatenate(tiles, axis=1))
     return frames
 
 
 def run_case(
-    driver: Driver, node: NodeProcess, faces: np.ndarray, per_frame: int, fps: float, seconds: float
+    driver: Driver,
+    node: NodeProcess,
+    faces: list[np.ndarray],
+    per_frame: int,
+    fps: float,
+    seconds: float,
 ) -> dict[str, float]:
     from clifer_msgs.msg import Expression
     from rclpy.qos import qos_profile_sensor_data
@@ -116,11 +124,44 @@ def run_case(
     }
 
 
+def save_view(
+    driver: Driver, node: NodeProcess, faces: list[np.ndarray], per_frame: int, path: Path
+) -> None:
+    """Subscribe to the node's live view, send a few frames, save the last view as PNG."""
+    import cv2
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    views = driver.collect(Image, f"/{node.name}/annotated_image", 5)
+    pub = driver.node.create_publisher(
+        Image, f"/bench_cam_{per_frame}/image", qos_profile_sensor_data
+    )
+    frames = _frames(faces, per_frame, 8)
+    sent = [0]
+
+    def send() -> None:
+        pub.publish(
+            image_msg(frames[sent[0] % len(frames)], driver.node.get_clock().now().to_msg())
+        )
+        sent[0] += 1
+
+    assert driver.spin_until(lambda: len(views) >= 5, 30.0, every=send, period=0.1)
+    view = views[-1]
+    pixels = np.frombuffer(bytes(view.data), np.uint8).reshape(view.height, view.width, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), pixels)
+    print(f"live view ({view.width}x{view.height}, {view.encoding}) saved to {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--faces", type=int, nargs="+", default=[1, 5])
+    parser.add_argument(
+        "--cpus", type=int, nargs="+", default=[0], help="CPU cores the node may use (default: 0)"
+    )
+    parser.add_argument("--view-png", type=Path, help="save one frame of ~/annotated_image here")
     parser.add_argument(
         "--data",
         type=Path,
@@ -133,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (data_dir / "ckplus48.npz").exists():  # run from elsewhere than the repo root
         data_dir = ROOT.parent / "shared" / "data"
     with np.load(data_dir / "ckplus48.npz") as data:
-        faces = data["images"][::7]
+        images, subjects = data["images"], data["subjects"]
+    names, counts = np.unique(subjects, return_counts=True)
+    faces = [images[subjects == name] for name in names[np.argsort(-counts)][: max(args.faces)]]
     ros = prepare_ros_env(data_dir)
     driver = Driver("clifer_bench_driver")
     rows = []
@@ -156,16 +199,27 @@ def main(argv: list[str] | None = None) -> int:
                     f"persons:\n  mode: identity\nfaces:\n  max_faces: {per_frame}\n"
                 )
                 params["runtime_config"] = str(runtime_yaml)
-            node = NodeProcess(f"clifer_bench_{per_frame}", params, Path(tmp), ros).start()
+            # The node inherits this process's CPU affinity at start: pin, start, unpin.
+            everything = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, set(args.cpus))
+            try:
+                node = NodeProcess(f"clifer_bench_{per_frame}", params, Path(tmp), ros).start()
+            finally:
+                os.sched_setaffinity(0, everything)
             try:
                 rows.append(run_case(driver, node, faces, per_frame, args.fps, args.seconds))
+                if args.view_png is not None and per_frame == args.faces[-1]:
+                    save_view(driver, node, faces, per_frame, args.view_png)
             finally:
                 node.stop(signal.SIGINT)
     driver.close()
 
     header = list(rows[0])
     load = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load:.1f} at the end")
+    print(
+        f"machine: {os.cpu_count()} CPUs, node pinned to CPU {args.cpus}, 1-min load average "
+        f"{load:.1f} at the end"
+    )
     print(
         f"clifer_edge_node end to end, {args.fps:g} fps for {args.seconds:g} s per case "
         f"(image stamp -> last Expression of the frame)"

@@ -27,12 +27,15 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "std_msgs": "ros",
     "sensor_msgs": "ros",
     "diagnostic_msgs": "ros",
+    "lifecycle_msgs": "ros",
 }
 
 #: What to do when a module that no extra installs is missing.
 _BUILT_SEPARATELY: dict[str, str] = {
     "clifer_msgs": "build the interfaces with ros2_ws/build_msgs.sh (or colcon build in "
     "ros2_ws/) and source ros2_ws/install/setup.bash",
+    "hri_msgs": "install ros-<distro>-hri-msgs, or build it with ros2_ws/build_msgs.sh and "
+    "source ros2_ws/install/setup.bash",
 }
 
 

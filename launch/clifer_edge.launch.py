@@ -1,22 +1,65 @@
-"""Start clifer_edge_node: personalised expression recognition for the faces the robot sees.
+"""Start clifer_edge_node, a managed (lifecycle) node, and bring it to active.
 
     ros2 launch clifer_edge clifer_edge.launch.py mode:=ros4hri
     ros2 launch clifer_edge clifer_edge.launch.py camera_topic:=/head_front_camera/image_raw
 
 Arguments override the parameters file (default: the package's config/clifer_edge.yaml); every
-other parameter is set in that file.
+other parameter is set in that file. The node starts unconfigured (autostart false); this file
+configures it (loads the models) and, once it is inactive, activates it (subscribes), as a
+lifecycle manager would.
 """
 
+import lifecycle_msgs.msg
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 
 
 def generate_launch_description() -> LaunchDescription:
     default_params = PathJoinSubstitution(
         [FindPackageShare("clifer_edge"), "config", "clifer_edge.yaml"]
+    )
+    node = LifecycleNode(
+        package="clifer_edge",
+        executable="clifer_edge_node",
+        name="clifer_edge",
+        namespace="",
+        output="screen",
+        emulate_tty=True,
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {
+                "autostart": False,
+                "mode": LaunchConfiguration("mode"),
+                "camera_topic": LaunchConfiguration("camera_topic"),
+                "memory_dir": LaunchConfiguration("memory_dir"),
+            },
+        ],
+    )
+    configure = EmitEvent(
+        event=ChangeState(
+            lifecycle_node_matcher=matches_action(node),
+            transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE,
+        )
+    )
+    activate_when_inactive = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=node,
+            goal_state="inactive",
+            entities=[
+                EmitEvent(
+                    event=ChangeState(
+                        lifecycle_node_matcher=matches_action(node),
+                        transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE,
+                    )
+                )
+            ],
+        )
     )
     return LaunchDescription(
         [
@@ -29,7 +72,8 @@ def generate_launch_description() -> LaunchDescription:
                 "mode",
                 default_value="camera",
                 choices=["camera", "ros4hri"],
-                description="camera: detect faces in camera_topic; ros4hri: ROS4HRI face crops",
+                description="camera: detect and track faces in camera_topic; ros4hri: faces of a "
+                "ROS4HRI pipeline",
             ),
             DeclareLaunchArgument(
                 "camera_topic",
@@ -41,20 +85,8 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 description="directory of the persons' memories ('' = runtime config's)",
             ),
-            Node(
-                package="clifer_edge",
-                executable="clifer_edge_node",
-                name="clifer_edge",
-                output="screen",
-                emulate_tty=True,
-                parameters=[
-                    LaunchConfiguration("params_file"),
-                    {
-                        "mode": LaunchConfiguration("mode"),
-                        "camera_topic": LaunchConfiguration("camera_topic"),
-                        "memory_dir": LaunchConfiguration("memory_dir"),
-                    },
-                ],
-            ),
+            activate_when_inactive,
+            node,
+            configure,
         ]
     )

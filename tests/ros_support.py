@@ -23,7 +23,9 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = REPO_ROOT / "ros2_ws"
-INSTALL = WORKSPACE / "install" / "clifer_msgs"
+INSTALL = WORKSPACE / "install"
+#: The vendored ROS 2 launch wheels (pure Python, importable from the .whl files as they are).
+LAUNCH_WHEELS = REPO_ROOT.parent / "shared" / "vendor" / "ros2_launch" / "wheels"
 
 
 def rclpy_missing_reason() -> str:
@@ -65,13 +67,17 @@ def prepare_ros_env(data_dir: Path) -> RosEnv:
             f"ros2_ws/build_msgs.sh failed ({build.returncode}):\n{build.stdout[-3000:]}\n"
             f"{build.stderr[-3000:]}"
         )
-    site = INSTALL / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    site = site / "site-packages"
-    libs = sorted((INSTALL / "lib").glob("lib*.so"))
-    for lib in libs:  # dependencies among them resolve through their RPATH
-        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-    if str(site) not in sys.path:
-        sys.path.insert(0, str(site))
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    prefixes = sorted(p for p in INSTALL.iterdir() if (p / "share").is_dir())
+    sites = [str(p / "lib" / version / "site-packages") for p in prefixes]
+    lib_dirs = [str(p / "lib") for p in prefixes]
+    # None of clifer_msgs, hri_msgs and composition_interfaces needs another's libraries.
+    for lib_dir in lib_dirs:
+        for lib in sorted(Path(lib_dir).glob("lib*.so")):  # inter-library links use their RPATH
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    for site in sites:
+        if site not in sys.path:
+            sys.path.insert(0, site)
 
     domain_id = 10 + os.getpid() % 90
     env = dict(os.environ)
@@ -79,13 +85,18 @@ def prepare_ros_env(data_dir: Path) -> RosEnv:
         ROS_DOMAIN_ID=str(domain_id),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         PYTHONPATH=os.pathsep.join(
-            p for p in (os.environ.get("PYTHONPATH", ""), str(site), str(REPO_ROOT)) if p
+            p for p in (os.environ.get("PYTHONPATH", ""), *sites, str(REPO_ROOT)) if p
         ),
         LD_LIBRARY_PATH=os.pathsep.join(
-            p for p in (str(INSTALL / "lib"), os.environ.get("LD_LIBRARY_PATH", "")) if p
+            p for p in (*lib_dirs, os.environ.get("LD_LIBRARY_PATH", "")) if p
         ),
         AMENT_PREFIX_PATH=os.pathsep.join(
-            p for p in (str(INSTALL), os.environ.get("AMENT_PREFIX_PATH", sys.prefix)) if p
+            p
+            for p in (
+                *(str(p) for p in prefixes),
+                os.environ.get("AMENT_PREFIX_PATH", sys.prefix),
+            )
+            if p
         ),
         CLIFER_DATA_DIR=str(data_dir),
         OMP_NUM_THREADS="1",

@@ -87,6 +87,7 @@ def test_metadata_describes_every_file(tiny_run, exported: Path) -> None:
     assert int8_input["dtype"] == "int8" and int8_input["scale"] > 0
     assert meta.training["data_sha256"] == tiny_run.info["data_sha256"]
     assert meta.training["epochs_done"] == 1
+    assert "non-commercial" in meta.training["terms"]  # the weights' terms, apart from the code
     assert meta.export["calibration"]["samples"] == 64
     sizes = {name: entry["bytes"] for name, entry in meta.models.items()}
     assert sizes["encoder_int8.tflite"] < sizes["encoder_float16.tflite"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from clifer_edge.datasets import load_npz
-from clifer_edge.faces import DetectedFace, FaceDetector, FaceDetectorError
+from clifer_edge.faces import DetectedFace, FaceDetector, FaceDetectorError, FaceTracker
+from clifer_edge.faces.tracker import iou
 from clifer_edge.preprocessing import InvalidImageError
 
 
@@ -97,8 +98,6 @@ def test_bad_images_raise_clear_errors(detector, image, message):
 def test_bad_detector_settings_raise(tmp_path):
     with pytest.raises(FaceDetectorError, match="method"):
         FaceDetector(method="mtcnn")
-    with pytest.raises(FaceDetectorError, match="model_path"):
-        FaceDetector(method="yunet")
     with pytest.raises(FaceDetectorError, match="not found"):
         FaceDetector(method="yunet", model_path=tmp_path / "missing.onnx")
     broken = tmp_path / "broken.onnx"
@@ -111,3 +110,73 @@ def test_bad_detector_settings_raise(tmp_path):
         FaceDetector(model_path=broken_xml)
     with pytest.raises(FaceDetectorError, match="min_size"):
         FaceDetector(min_size=2)
+
+
+def test_bundled_yunet_finds_one_face_in_jaffe_slice(jaffe):
+    assert _one_face_rate(FaceDetector("yunet"), jaffe.images[::8]) == 1.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scene(jaffe, positions: list[int], width: int = 900) -> np.ndarray:
+    """A wide grey frame with JAFFE photos pasted at the given x positions."""
+    frame = np.full((256, width), 128, np.uint8)
+    for i, x in enumerate(positions):
+        frame[:, x : x + 256] = jaffe.images[i * 20]
+    return frame
+
+
+def test_tracker_keeps_ids_while_faces_stay_and_never_reuses_them(jaffe):
+    clock = _Clock()
+    tracker = FaceTracker(
+        FaceDetector("yunet"), detect_every=2, detect_width=640, lost_after_s=0.5, clock=clock
+    )
+    two = _scene(jaffe, [0, 600])
+    ids = set()
+    for _ in range(6):  # faces stay: the same two ids, detection on every 2nd (downscaled) frame
+        faces = tracker.update(two)
+        clock.now += 0.033
+        ids.add(tuple(sorted(f.face_id for f in faces)))
+    assert len(ids) == 1 and len(next(iter(ids))) == 2
+    first = dict(zip(sorted(next(iter(ids))), "ab", strict=True))
+    # Boxes come back in full-frame pixels although detection ran on a 640-wide copy.
+    left = min(tracker.faces, key=lambda f: f.box.x)
+    assert 0 <= left.box.x < 128 and 64 <= left.box.width <= 256
+    # A small move keeps the id (IoU association).
+    moved = tracker.update(_scene(jaffe, [12, 600]))
+    assert {f.face_id for f in moved} == set(first)
+    # One face leaves: it stays listed for lost_after_s, then goes.
+    one = _scene(jaffe, [600])
+    for _ in range(4):
+        clock.now += 0.2
+        remaining = tracker.update(one)
+    assert len(remaining) == 1
+    # It comes back: a new id, never one used before.
+    clock.now += 0.1
+    back = tracker.update(_scene(jaffe, [0, 600]))
+    back = tracker.update(_scene(jaffe, [0, 600]))
+    assert len(back) == 2 and not {f.face_id for f in back} <= set(first)
+    assert len({f.face_id for f in back} | set(first)) == 3
+    # A slow (or starved) stream: frames 2 s apart, the faces stay and keep their ids.
+    kept = {f.face_id for f in back}
+    for _ in range(4):
+        clock.now += 2.0
+        assert {f.face_id for f in tracker.update(_scene(jaffe, [0, 600]))} == kept
+    # No frame for longer than lost_after_s: everything expires even without detections.
+    assert tracker.expire() == list(tracker.faces)
+    clock.now += 1.0
+    assert tracker.expire() == []
+
+
+def test_iou_of_boxes():
+    from clifer_edge.preprocessing import FaceBox
+
+    assert iou(FaceBox(0, 0, 10, 10), FaceBox(0, 0, 10, 10)) == 1.0
+    assert iou(FaceBox(0, 0, 10, 10), FaceBox(20, 0, 10, 10)) == 0.0
+    assert iou(FaceBox(0, 0, 10, 10), FaceBox(5, 0, 10, 10)) == pytest.approx(50 / 150)

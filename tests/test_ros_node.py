@@ -31,6 +31,8 @@ pytestmark = pytest.mark.skipif(bool(rclpy_missing_reason()), reason=rclpy_missi
 CAMERA_SUBJECT = "S011"
 HRI_SUBJECT = "S014"
 STARTUP_S = 60.0  # first start imports numpy, OpenCV and LiteRT on a loaded 2-core machine
+CAM_EXPRESSIONS = "/clifer_cam/expressions"
+HRI_CONSTANTS = ("neutral", "happy", "surprised", "angry", "scared", "sad", "disgusted")
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +60,23 @@ def driver(ros: RosEnv) -> Iterator[Driver]:
     drv.close()
 
 
+def runtime_yaml(tmp: Path, idle_timeout_s: float = 30.0, **sections: Any) -> str:
+    """A runtime config file (idle time is the runtime's to decide)."""
+    import yaml
+
+    path = tmp / f"runtime_{len(list(tmp.glob('runtime_*.yaml')))}.yaml"
+    config = {"imagination": {"idle_timeout_s": idle_timeout_s}, **sections}
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
 def _node(ros: RosEnv, tmp: Path, memory_dir: Path, name: str, **params: Any) -> NodeProcess:
     base = {
         "memory_dir": str(memory_dir),
-        "idle_timeout_s": 30.0,
         "diagnostics_period_s": 0.2,
-        "graph_poll_period_s": 0.1,
     }
+    if "runtime_config" not in params:
+        base["runtime_config"] = runtime_yaml(tmp)
     return NodeProcess(name, {**base, **params}, tmp, ros).start()
 
 
@@ -114,6 +126,7 @@ class FaceSender:
     """Publishes one face image repeatedly until the node's Expression for it comes back."""
 
     def __init__(self, driver: Driver, image_topic: str, expression_topic: str) -> None:
+        """``expression_topic``: the node's ``~/expressions`` (clifer_msgs/Expression)."""
         from clifer_msgs.msg import Expression
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
@@ -149,24 +162,35 @@ def _teach(driver: Driver, node: str, person: str, label: str, n: int) -> Any:
 
 # ----------------------------------------------------------------------------- camera mode
 def test_camera_faces_give_expressions_with_person_and_face_ids(camera_node, driver, ckplus):
-    sender = FaceSender(driver, "/test_cam/image", "/humans/faces/face0/expression")
+    from hri_msgs.msg import Expression as HriExpression
+
+    from clifer_edge.ros.conversions import is_valid_id
+
+    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS)
     face = faces_of(ckplus, CAMERA_SUBJECT, "happiness")[0]
     grey = sender.send(camera_frame(face))
     rgb = sender.send(np.repeat(camera_frame(face)[:, :, None], 3, axis=2), "rgb8")
     for expression in (grey, rgb):
         assert expression.person_id == "alice"
-        assert expression.face_id == "face0"
+        assert is_valid_id(expression.face_id)
         assert expression.header.frame_id == "camera"
         assert 0.0 <= expression.confidence <= 1.0
         assert -1.0 <= expression.valence <= 1.0 and -1.0 <= expression.arousal <= 1.0
         assert len(expression.labels) == len(expression.scores) >= 1
         assert expression.memory in ("episodic", "semantic", "fallback")
-    # The all-faces topic carries the same messages.
-    from clifer_msgs.msg import Expression
-
-    everything = driver.collect(Expression, "/clifer_cam/expressions")
-    sender.send(camera_frame(face))
-    assert driver.spin_until(lambda: any(e.face_id == "face0" for e in everything), 10.0)
+        assert expression.label in expression.labels
+    # Its REP-155 topic carries hri_msgs/Expression while the face stays in view (a steady
+    # stream: a pause longer than faces.lost_after_s ends the track, and the id with it).
+    answer = sender.send(camera_frame(face))
+    hri = driver.collect(HriExpression, f"/humans/faces/{answer.face_id}/expression")
+    frame = camera_frame(face)
+    assert driver.spin_until(
+        lambda: bool(hri),
+        10.0,
+        every=lambda: sender.send_raw(image_msg(frame, driver.node.get_clock().now().to_msg())),
+        period=0.1,
+    )
+    assert hri[-1].expression in ("", *HRI_CONSTANTS)
 
 
 def test_compressed_camera_images_are_decoded(camera_node, driver, ckplus):
@@ -178,7 +202,7 @@ def test_compressed_camera_images_are_decoded(camera_node, driver, ckplus):
     pub = driver.node.create_publisher(
         CompressedImage, "/test_cam/image/compressed", qos_profile_sensor_data
     )
-    expressions = driver.collect(Expression, "/humans/faces/face0/expression")
+    expressions = driver.collect(Expression, CAM_EXPRESSIONS)
     frame = camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "surprise")[0])
     msg = CompressedImage(format="png", data=cv2.imencode(".png", frame)[1].tobytes())
     msg.header.stamp = driver.node.get_clock().now().to_msg()
@@ -190,7 +214,7 @@ def test_compressed_camera_images_are_decoded(camera_node, driver, ckplus):
 
 
 def test_teach_then_the_taught_labels_come_back(camera_node, driver, ckplus):
-    sender = FaceSender(driver, "/test_cam/image", "/humans/faces/face0/expression")
+    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS)
     happy = faces_of(ckplus, CAMERA_SUBJECT, "happiness")
     surprised = faces_of(ckplus, CAMERA_SUBJECT, "surprise")
 
@@ -210,7 +234,9 @@ def test_teach_then_the_taught_labels_come_back(camera_node, driver, ckplus):
     answer_happy = sender.send(camera_frame(happy[0]))
     answer_wink = sender.send(camera_frame(surprised[0]))
     assert answer_happy.expression == "happy"  # the ROS4HRI constant of "happiness"
-    assert answer_wink.expression == "wink"
+    assert answer_happy.label == "happiness"
+    assert answer_wink.expression == ""  # no ROS4HRI constant: the hri field stays empty
+    assert answer_wink.label == "wink"
     assert {"happiness", "wink"} <= set(answer_wink.labels)
     assert answer_wink.memory in ("episodic", "semantic")
     assert answer_wink.person_id == "alice"
@@ -220,6 +246,17 @@ def test_teach_for_unknown_person_fails_cleanly(camera_node, driver):
     response = _teach(driver, "clifer_cam", "nobody_seen", "happy", 3)
     assert not response.success
     assert "nobody_seen" in response.message
+    assert camera_node.alive()
+
+
+@pytest.mark.parametrize("person", ["../../etc", "a/b", "", "x" * 65, "9lives", "bob\n"])
+def test_teach_and_forget_refuse_invalid_person_ids(camera_node, driver, person):
+    from clifer_msgs.srv import Forget
+
+    response = _teach(driver, "clifer_cam", person, "happy", 3)
+    assert not response.success and "not a valid ROS4HRI id" in response.message
+    response = driver.call(Forget, "/clifer_cam/forget", Forget.Request(person_id=person))
+    assert not response.success and "not a valid ROS4HRI id" in response.message
     assert camera_node.alive()
 
 
@@ -254,17 +291,20 @@ def _bad_messages(driver: Driver) -> list[tuple[str, Any]]:
     empty.data = b""
     huge = image_msg(np.zeros((8, 8), np.uint8), stamp)
     huge.width, huge.height, huge.step = 100_000, 8, 100_000  # refused before any copy
+    long_step = image_msg(np.zeros((8, 8), np.uint8), stamp)
+    long_step.step = 1 << 20  # 1 MiB rows of an 8-pixel image: refused before any copy
     assert good.encoding == "mono8"
     return [
         ("unsupported image encoding", wrong_encoding),
         ("step x height", step_mismatch),
         ("data holds 0 bytes", empty),
         ("exceeds max_image_side", huge),
+        ("bytes of padding", long_step),
     ]
 
 
 def test_bad_images_are_logged_and_the_node_keeps_working(camera_node, driver, ckplus):
-    sender = FaceSender(driver, "/test_cam/image", "/humans/faces/face0/expression")
+    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS)
     for expected, msg in _bad_messages(driver):
         sender.send_raw(msg)
         assert driver.spin_until(lambda e=expected: e in camera_node.log(), 15.0), (
@@ -273,6 +313,20 @@ def test_bad_images_are_logged_and_the_node_keeps_working(camera_node, driver, c
         assert camera_node.alive()
         # The next good message is answered.
         sender.send(camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "happiness")[1]))
+    # A stamp rclpy cannot turn into a time (negative seconds): answered, no latency, no crash.
+    from clifer_msgs.msg import Expression
+
+    frame = camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "happiness")[2])
+    negative = image_msg(frame, driver.node.get_clock().now().to_msg())
+    negative.header.stamp.sec = -5
+    expressions = driver.collect(Expression, CAM_EXPRESSIONS)
+    assert driver.spin_until(
+        lambda: any(e.header.stamp.sec == -5 for e in expressions),
+        20.0,
+        every=lambda: sender.send_raw(negative),
+    )
+    assert camera_node.alive()
+    sender.send(camera_frame(faces_of(ckplus, CAMERA_SUBJECT, "happiness")[1]))
 
 
 def test_diagnostics_report_rates_and_errors(camera_node, driver):
@@ -290,8 +344,12 @@ def test_diagnostics_report_rates_and_errors(camera_node, driver):
     assert driver.spin_until(lambda: ours() is not None, 10.0)
     values = ours()
     assert int(values["frames processed"]) > 0
-    assert int(values["bad messages"]) >= 4
+    assert int(values["bad messages"]) >= 5
+    # Counted per class of malformed message.
+    for kind in ("encoding", "size", "step", "data"):
+        assert int(values[f"bad messages: {kind}"]) >= 1, kind
     assert values["idle"] in ("True", "False")
+    assert values["lifecycle state"] == "active"
     assert float(values["latency p50 (ms)"]) >= 0.0
 
 
@@ -316,32 +374,65 @@ def test_invalid_parameters_are_rejected_with_a_reason(camera_node, driver):
         request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
         return driver.call(SetParameters, "/clifer_cam/set_parameters", request).results[0]
 
-    double = ParameterType.PARAMETER_DOUBLE
-    result = set_param("idle_timeout_s", ParameterValue(type=double, double_value=-5.0))
+    integer = ParameterType.PARAMETER_INTEGER
+    result = set_param("max_image_side", ParameterValue(type=integer, integer_value=-5))
     assert not result.successful and result.reason
-    result = set_param("imagination_budget_s", ParameterValue(type=double, double_value=99.0))
+    result = set_param("max_image_side", ParameterValue(type=integer, integer_value=10**6))
     assert not result.successful and result.reason
     string = ParameterType.PARAMETER_STRING
     result = set_param("mode", ParameterValue(type=string, string_value="sonar"))
     assert not result.successful and result.reason
-    result = set_param("idle_timeout_s", ParameterValue(type=double, double_value=20.0))
+    result = set_param("max_image_side", ParameterValue(type=integer, integer_value=2048))
     assert result.successful, result.reason
     assert camera_node.alive()
 
 
 # ----------------------------------------------------------------------------- ROS4HRI mode
-def test_ros4hri_aligned_faces_use_persistent_person_ids(hri_node, driver, ckplus):
+def _latched() -> Any:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from std_msgs.msg import String
 
-    latched = QoSProfile(
+    return QoSProfile(
         depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
     )
-    person_pub = driver.node.create_publisher(String, "/humans/persons/bob/face_id", latched)
-    person_pub.publish(String(data="fa1"))
 
-    bob = FaceSender(driver, "/humans/faces/fa1/aligned", "/humans/faces/fa1/expression")
-    stranger = FaceSender(driver, "/humans/faces/fb2/aligned", "/humans/faces/fb2/expression")
+
+class Ros4hriWorld:
+    """What a ROS4HRI pipeline (hri_face_detect + hri_person_manager) publishes, latched."""
+
+    def __init__(self, driver: Driver) -> None:
+        from hri_msgs.msg import IdsList
+
+        self.driver = driver
+        self.faces = driver.node.create_publisher(IdsList, "/humans/faces/tracked", _latched())
+        self.persons = driver.node.create_publisher(IdsList, "/humans/persons/tracked", _latched())
+        self.person_pubs: dict[str, Any] = {}
+
+    def track(self, faces: list[str], persons: list[str]) -> None:
+        from hri_msgs.msg import IdsList
+
+        self.faces.publish(IdsList(ids=faces))
+        self.persons.publish(IdsList(ids=persons))
+
+    def person(self, person_id: str, face_id: str = "", **extra: Any) -> None:
+        """Publish a person's face id, and ``anonymous=`` / ``alias=`` if given."""
+        from std_msgs.msg import Bool, String
+
+        for key, value in {"face_id": face_id, **extra}.items():
+            topic = f"/humans/persons/{person_id}/{key}"
+            if topic not in self.person_pubs:
+                kind = Bool if key == "anonymous" else String
+                self.person_pubs[topic] = self.driver.node.create_publisher(kind, topic, _latched())
+            msg = Bool(data=value) if key == "anonymous" else String(data=value)
+            self.person_pubs[topic].publish(msg)
+
+
+def test_ros4hri_cropped_faces_use_persistent_person_ids(hri_node, driver, ckplus):
+    world = Ros4hriWorld(driver)
+    world.person("bob", "fa1")
+    world.track(["fa1", "fb2"], ["bob"])
+
+    bob = FaceSender(driver, "/humans/faces/fa1/cropped", "/clifer_hri/expressions")
+    stranger = FaceSender(driver, "/humans/faces/fb2/cropped", "/clifer_hri/expressions")
     happy = faces_of(ckplus, HRI_SUBJECT, "happiness")
     sad = faces_of(ckplus, HRI_SUBJECT, "sadness")
 
@@ -362,12 +453,47 @@ def test_ros4hri_aligned_faces_use_persistent_person_ids(hri_node, driver, ckplu
     assert response.success, response.message
     assert bob.send(happy[1]).expression == "happy"
 
+    # An alias uses its target's memory; an anonymous person is answered but not remembered.
+    world.person("robert", "fc3", alias="bob")
+    world.person("anon7", "fd4", anonymous=True)
+    world.track(["fa1", "fb2", "fc3", "fd4"], ["bob", "robert", "anon7"])
+    robert = FaceSender(driver, "/humans/faces/fc3/cropped", "/clifer_hri/expressions")
+    anon = FaceSender(driver, "/humans/faces/fd4/cropped", "/clifer_hri/expressions")
+    answer = robert.send(happy[1])
+    while answer.person_id != "bob" and time.monotonic() < deadline + 20.0:
+        answer = robert.send(happy[1])
+    assert answer.person_id == "bob" and answer.memory != "fallback"
+    answer = anon.send(happy[1])
+    while answer.person_id != "anon7" and time.monotonic() < deadline + 30.0:
+        answer = anon.send(happy[1])
+    assert answer.person_id == "anon7" and answer.memory == "fallback"
+    from clifer_msgs.srv import SaveMemories
+
+    assert driver.call(SaveMemories, "/clifer_hri/save", SaveMemories.Request()).success
+    memory_dir = Path(hri_node.params["memory_dir"])
+    assert _files_of(memory_dir, "anon7") == [], "an anonymous person was persisted"
+
     # A person whose face id cannot be a ROS4HRI id: a clear error, and the node carries on.
-    dave_pub = driver.node.create_publisher(String, "/humans/persons/dave/face_id", latched)
-    dave_pub.publish(String(data="9 bad/id"))
+    world.person("dave", "9 bad/id")
+    world.track(["fa1"], ["bob", "dave"])
     assert driver.spin_until(lambda: "'9 bad/id': not a valid ROS4HRI id" in hri_node.log(), 15.0)
     assert bob.send(happy[2]).person_id == "bob"
     assert hri_node.alive()
+
+
+def test_person_subscriptions_are_bounded(ros, driver, memory_dir, tmp_path):
+    node = _node(ros, tmp_path, memory_dir, "clifer_many", mode="ros4hri", max_persons=5)
+    try:
+        _wait_ready(driver, node)
+        world = Ros4hriWorld(driver)
+        world.track([], [f"p{i}" for i in range(40)])
+        latest = _diagnostics_of(driver, "clifer_many")
+        assert driver.spin_until(
+            lambda: (d := latest()) is not None and d["tracked persons"] == "5", 15.0
+        ), latest()
+        assert "following the first max_persons=5" in node.log()
+    finally:
+        node.stop(signal.SIGKILL)
 
 
 # ----------------------------------------------------------------------------- idle time
@@ -400,13 +526,12 @@ def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
         camera_topic="/idle_cam/image",
         camera_person_id="erin",
         idle_topic="/test_idle",
-        idle_timeout_s=0.5,
+        runtime_config=runtime_yaml(tmp_path, imagination={"idle_timeout_s": 0.5, "budget_s": 0.2}),
         imagination_period_s=0.1,
-        imagination_budget_s=0.2,
     )
     try:
         _wait_ready(driver, node)
-        sender = FaceSender(driver, "/idle_cam/image", "/humans/faces/face0/expression")
+        sender = FaceSender(driver, "/idle_cam/image", "/clifer_idle/expressions")
         happy = faces_of(ckplus, CAMERA_SUBJECT, "happiness")
         for face in happy:
             sender.send(camera_frame(face))
@@ -460,7 +585,7 @@ def test_sigint_saves_and_a_restarted_node_remembers(ros, driver, ckplus, memory
     node = _node(ros, tmp_path, memory_dir, "clifer_stop", **params)
     try:
         _wait_ready(driver, node)
-        sender = FaceSender(driver, "/stop_cam/image", "/humans/faces/face0/expression")
+        sender = FaceSender(driver, "/stop_cam/image", "/clifer_stop/expressions")
         for face in happy:
             sender.send(camera_frame(face))
         assert _teach(driver, "clifer_stop", "carol", "happy", len(happy)).success
@@ -473,6 +598,7 @@ def test_sigint_saves_and_a_restarted_node_remembers(ros, driver, ckplus, memory
     again = _node(ros, tmp_path, memory_dir, "clifer_stop2", **params)
     try:
         _wait_ready(driver, again)
+        sender = FaceSender(driver, "/stop_cam/image", "/clifer_stop2/expressions")
         answer = sender.send(camera_frame(happy[0]))
     finally:
         again.stop(signal.SIGTERM)

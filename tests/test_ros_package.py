@@ -1,6 +1,6 @@
 """The ROS package files, checked without ROS: launch file, manifests, data files, conversions.
 
-``launch`` is not on PyPI, so the launch file is read as source; on a robot it runs as is.
+Here the launch file is read as source; tests/test_ros4hri.py runs it with the real ``launch``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from clifer_edge.ros.conversions import (
     affect,
     compressed_to_array,
     expression_fields,
+    hri_expression,
     image_to_array,
     is_valid_id,
 )
@@ -29,8 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Python module -> rosdep key, for the non-ROS imports of the node and the launch file.
 ROSDEP_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml"}
-#: Imported inside try/except ImportError: optional, documented in package.xml.
-OPTIONAL = {"hri_msgs"}
+#: What the node runs: the ROS package, and the robot-side modules it imports.
+ROBOT_SIDE = ["ros", "runtime", "memory", "models", "faces"]
+#: ROS packages used through rclpy (rclpy.lifecycle needs lifecycle_msgs).
+IMPLIED = {"rclpy": {"lifecycle_msgs"}}
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
@@ -70,7 +73,7 @@ def test_launch_file_starts_the_installed_executable_with_its_arguments():
         isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"
         for n in tree.body
     )
-    (node,) = _calls(tree, "Node")
+    (node,) = _calls(tree, "LifecycleNode")
     assert ast.literal_eval(_kwarg(node, "package")) == "clifer_edge"
     assert ast.literal_eval(_kwarg(node, "executable")) == "clifer_edge_node"
     declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
@@ -107,18 +110,35 @@ def test_console_scripts_and_installed_files():
     assert "$base/lib/clifer_edge" in (ROOT / "setup.cfg").read_text()
 
 
-def test_package_xml_declares_every_dependency():
+def test_package_xml_declares_exactly_what_the_node_imports():
     root = _manifest(ROOT / "package.xml")
     assert root.get("format") == "3"
     assert root.findtext("name") == "clifer_edge"
     assert root.find("export/build_type").text == "ament_python"
-    deps = _depends(root)
-    for source in [
-        *sorted((ROOT / "clifer_edge" / "ros").glob("*.py")),
+    sources = [
+        *(p for part in ROBOT_SIDE for p in sorted((ROOT / "clifer_edge" / part).glob("*.py"))),
+        *sorted((ROOT / "clifer_edge").glob("*.py")),
         ROOT / "launch" / "clifer_edge.launch.py",
-    ]:
-        for module in _third_party_imports(source) - OPTIONAL:
-            assert ROSDEP_KEYS.get(module, module) in deps, f"{source.name} imports {module}"
+    ]
+    # Modules imported lazily by commands that do not run on the robot (building a calibration).
+    workstation_only = {"sklearn", "tqdm", "scipy", "matplotlib", "tensorflow", "keras"}
+    imported = set()
+    for source in sources:
+        imported |= _third_party_imports(source) - workstation_only
+    needed = {ROSDEP_KEYS.get(m, m) for m in imported if m != "ai_edge_litert"}
+    needed |= {dep for m in imported for dep in IMPLIED.get(m, ())}
+    run_tags = ("depend", "exec_depend")
+    declared = {el.text.strip() for tag in run_tags for el in root.iter(tag)}
+    assert declared == needed, (declared - needed, needed - declared)
+    # The weights' terms are stated apart from the code's licence.
+    licences = [(el.text, el.get("file")) for el in root.iter("license")]
+    assert ("Apache-2.0", None) in licences
+    terms = [file for text, file in licences if "non-commercial" in text.lower()]
+    assert terms and (ROOT / terms[0]).is_file()
+    import json
+
+    metadata = json.loads((ROOT / "clifer_edge/models/default/metadata.json").read_text())
+    assert "non-commercial" in metadata["training"]["terms"]
 
 
 def test_workspace_holds_both_packages():
@@ -193,6 +213,7 @@ def test_image_to_array_handles_padding_and_channel_orders():
         ({"data": b""}, "data holds 0 bytes"),
         ({"width": 0}, "empty"),
         ({"width": 10**6, "step": 10**6}, "max_image_side"),
+        ({"width": 2, "height": 2, "step": 1 << 30}, "bytes of padding"),
     ],
 )
 def test_image_to_array_rejects_bad_messages(change, message):
@@ -210,8 +231,35 @@ def test_compressed_images_decode_and_garbage_is_refused():
     np.testing.assert_array_equal(out, face)
     with pytest.raises(BadImageMessage, match="max_image_side"):
         compressed_to_array(png, max_side=32)
-    with pytest.raises(BadImageMessage, match="cannot decode"):
+    with pytest.raises(BadImageMessage, match="neither PNG nor JPEG"):
         compressed_to_array(SimpleNamespace(format="jpeg", data=b"not a jpeg"), max_side=100)
+    jpeg = cv2.imencode(".jpg", face)[1].tobytes()
+    out, _ = compressed_to_array(SimpleNamespace(format="jpeg", data=jpeg), max_side=100)
+    assert out.shape == face.shape
+    damaged = SimpleNamespace(format="png", data=png.data[:40])  # header intact, pixels cut
+    with pytest.raises(BadImageMessage, match="cannot decode"):
+        compressed_to_array(damaged, max_side=100)
+
+
+def _claiming(data: bytes, width: int, height: int) -> bytes:
+    """PNG or JPEG ``data`` whose header claims ``width`` x ``height`` (the pixels do not)."""
+    if data.startswith(b"\x89PNG"):
+        return data[:16] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + data[24:]
+    sof = data.index(b"\xff\xc0")
+    return data[: sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[sof + 9 :]
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_compressed_size_is_checked_before_decoding(ext):
+    """A small file that claims a huge picture is refused from its header, never decoded (OpenCV
+    would allocate up to 2^30 pixels for it)."""
+    face = np.full((48, 64), 100, np.uint8)
+    data = cv2.imencode(ext, face)[1].tobytes()
+    for width, height in ((20000, 20000), (64, 5000)):
+        msg = SimpleNamespace(format=ext[1:], data=_claiming(data, width, height))
+        with pytest.raises(BadImageMessage, match=f"{width}x{height} pixels exceeds") as error:
+            compressed_to_array(msg, max_side=4096)
+        assert error.value.kind == "size"
     with pytest.raises(BadImageMessage, match="no data"):
         compressed_to_array(SimpleNamespace(format="jpeg", data=b""), max_side=100)
 
@@ -227,20 +275,30 @@ def test_expression_fields_use_ros4hri_names_and_circumplex_affect():
     )
     fields = expression_fields(result, "f1")
     assert fields["expression"] == "happy"
+    assert fields["label"] == "happiness"
     assert fields["labels"] == ["happiness", "sadness"]
     assert fields["scores"] == [0.75, 0.25]
     v_happy, a_happy = AFFECT["happiness"]
     v_sad, a_sad = AFFECT["sadness"]
     assert fields["valence"] == pytest.approx(0.75 * v_happy + 0.25 * v_sad)
     assert fields["arousal"] == pytest.approx(0.75 * a_happy + 0.25 * a_sad)
-    # A label taught on the robot keeps its name and has no known affect.
+    # A label without a ROS4HRI constant leaves the hri field empty and keeps its name in label;
+    # a label taught on the robot has no known affect.
     assert affect({"wink": 1.0}) == (0.0, 0.0)
-    assert (
-        expression_fields(SimpleNamespace(**{**vars(result), "label": "wink"}), "f1")["expression"]
-        == "wink"
-    )
+    for label in ("wink", "contempt", "unknown"):
+        fields = expression_fields(SimpleNamespace(**{**vars(result), "label": label}), "f1")
+        assert (fields["expression"], fields["label"]) == ("", label)
+
+
+def test_hri_expression_mapping_covers_the_shipped_vocabulary():
+    from clifer_edge.labels import BASIC_EXPRESSIONS
+
+    hri_constants = {"neutral", "happy", "surprised", "angry", "scared", "sad", "disgusted"}
+    assert {hri_expression(label) for label in BASIC_EXPRESSIONS} == hri_constants
+    assert hri_expression("Happy") == "happy" and hri_expression("contempt") == ""
 
 
 def test_ids_usable_in_topic_names():
-    assert is_valid_id("f1a2b") and is_valid_id("person_7")
+    assert is_valid_id("f1a2b") and is_valid_id("person_7") and is_valid_id("x" * 64)
     assert not is_valid_id("") and not is_valid_id("1abc") and not is_valid_id("a/b")
+    assert not is_valid_id("bob\n") and not is_valid_id("x" * 65) and not is_valid_id(None)

@@ -119,6 +119,32 @@ def test_full_frame_is_detected_then_learned(tmp_path, models, jaffe):
     assert rt.process_frame(np.full((120, 160), 128, np.uint8)) == []  # no face: no result
 
 
+def test_tracked_boxes_skip_detection(tmp_path, models, jaffe):
+    from clifer_edge.preprocessing import FaceBox
+
+    rt = make_runtime(tmp_path, models, persons={"mode": "identity"})
+    frame = np.concatenate([jaffe.images[0], jaffe.images[40]], axis=1)
+    boxes = [face.box for face in rt.detector.detect(frame)]
+    assert len(boxes) == 2
+    results = rt.process_frame(frame, boxes=boxes)
+    assert [r.box for r in results] == boxes
+    # Boxes given: no detection; a caller-given person takes the first (largest) box only.
+    (only,) = rt.process_frame(frame, person_id="KA", boxes=[FaceBox(256, 0, 256, 256), boxes[0]])
+    assert only.box == FaceBox(256, 0, 256, 256)
+    assert rt.process_frame(frame, boxes=[]) == []
+
+
+def test_anonymous_faces_are_answered_and_nothing_is_kept(tmp_path, models, subjects):
+    rt = make_runtime(tmp_path, models)
+    subject = subjects[0]
+    result = rt.process_face(subject.test(subject.classes[0]), person_id="anon3", anonymous=True)
+    assert result.person_id == "anon3" and result.memory == "fallback"
+    assert abs(sum(result.scores.values()) - 1.0) < 1e-4
+    rt.save()
+    assert "anon3" not in rt.persons.known_ids() and not rt.persons.resident()
+    assert not any("anon3" in p.name for p in tmp_path.rglob("*"))
+
+
 def test_new_person_gets_the_fallback_then_their_own_memory(tmp_path, models, subjects):
     rt = make_runtime(tmp_path, models)
     info = rt.calibration.info

@@ -51,6 +51,35 @@ def test_run_learns_then_recognises_a_folder_of_frames(tmp_path, frames_dir, cap
     assert abs(sum(lines[0]["scores"].values()) - 1.0) < 1e-3
 
 
+def test_run_writes_the_live_view_to_a_video(tmp_path, frames_dir, capsys):
+    out_file = tmp_path / "view.mp4"
+    argv = ["--images", str(frames_dir), "--memory-dir", str(tmp_path / "m")]
+    assert run_app.run(_args(run_app, [*argv, "--annotate-out", str(out_file)])) == 0
+    video = cv2.VideoCapture(str(out_file))
+    try:
+        frames = []
+        while (frame := video.read())[0]:
+            frames.append(frame[1])
+    finally:
+        video.release()
+    assert len(frames) == 3 and frames[0].shape == (256, 256, 3)
+    # The view is the photo with coloured boxes and text drawn on: not grey any more.
+    spread = np.abs(frames[0].astype(int) - frames[0].mean(axis=2, keepdims=True)).max()
+    assert spread > 60
+    with pytest.raises(SystemExit, match="mp4"):
+        run_app.run(_args(run_app, [*argv, "--annotate-out", str(tmp_path / "view.gif")]))
+
+
+@pytest.mark.skipif(
+    "GUI:                           NONE" not in cv2.getBuildInformation(),
+    reason="OpenCV with a GUI would open a window",
+)
+def test_run_show_on_a_headless_opencv_says_what_to_do(tmp_path, frames_dir):
+    argv = ["--images", str(frames_dir), "--memory-dir", str(tmp_path / "m"), "--show"]
+    with pytest.raises(SystemExit, match="--annotate-out"):
+        run_app.run(_args(run_app, argv))
+
+
 def test_run_plain_text_lines(tmp_path, frames_dir, capsys):
     argv = ["--images", str(frames_dir), "--memory-dir", str(tmp_path / "m"), "--max-frames", "1"]
     assert run_app.run(_args(run_app, argv)) == 0

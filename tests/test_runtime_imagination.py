@@ -90,6 +90,13 @@ def test_imagination_runs_only_when_idle(tmp_path, models, subjects):
     assert rt.imagine(1.0) is not None
     rt.process_face(subjects[0].test(subjects[0].classes[0]), person_id=subjects[0].name)
     assert rt.imagine(1.0) is None  # a face ends the external idle period too
+    # Busy holds until the signal changes (the behaviour layer may say it only once) ...
+    rt.set_idle(False)
+    clock.now += 60.0
+    assert not rt.is_idle() and rt.imagine(1.0) is None
+    # ... and without a signal the no-face timeout alone decides.
+    rt.set_idle(None)
+    assert rt.is_idle()
 
 
 def test_disabled_imagination_never_runs(tmp_path, models, subjects):

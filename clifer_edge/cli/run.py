@@ -4,6 +4,11 @@ Prints one line per face (or one JSON object per line with ``--json``). With ``-
 face is also learned as that expression for ``--person``; a label outside the known expressions
 (a new class) needs ``--new-label``. When no face has been seen for the idle timeout, imagination
 runs between frames. Memories are saved on exit (also on Ctrl-C), in the folder printed first.
+
+Faces are tracked from frame to frame (one id per face while it stays in view, as the ROS node
+does). ``--show`` opens a window with the live view (boxes, ids, expression, confidence, which
+memory answered); ``--annotate-out FILE.mp4`` writes the same view to a video, for headless
+machines.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clifer_edge.faces.annotate import FaceAnnotation, draw_faces, to_bgr
 from clifer_edge.labels import BASIC_EXPRESSIONS, EXTRA_EXPRESSIONS, canonical_label
 from clifer_edge.models import CalibrationError, ModelFileError
-from clifer_edge.preprocessing import InvalidImageError
+from clifer_edge.preprocessing import FaceBox, InvalidImageError
 from clifer_edge.runtime.config import load_config
 from clifer_edge.runtime.runtime import ExpressionRuntime, FaceResult
 
@@ -46,6 +52,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="runtime YAML (default: the shipped default)")
     parser.add_argument("--memory-dir", help="override memory.directory")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument(
+        "--show", action="store_true", help="show the live view in a window (q or Esc quits)"
+    )
+    parser.add_argument(
+        "--annotate-out",
+        metavar="FILE.mp4",
+        help="write the live view to a video file (.mp4 or .avi; for headless machines)",
+    )
+
+
+class LiveView:
+    """The annotated frames: shown in a window and/or written to a video file."""
+
+    def __init__(self, show: bool, out: str | None, fps: float) -> None:
+        self.show, self.out, self.fps = show, out, fps
+        self._writer: cv2.VideoWriter | None = None
+        if out is not None and Path(out).suffix.lower() not in (".mp4", ".avi"):
+            raise SystemExit(f"--annotate-out {out}: use a .mp4 or .avi file name")
+        if show:
+            try:
+                cv2.namedWindow("clifer-edge", cv2.WINDOW_NORMAL)
+            except cv2.error:
+                raise SystemExit(
+                    "--show needs OpenCV with GUI support (this one is headless: pip install "
+                    "opencv-python); use --annotate-out FILE.mp4 instead"
+                ) from None
+
+    def add(self, frame_bgr: np.ndarray, faces: list[FaceAnnotation]) -> bool:
+        """Draw and emit one frame; False when the user closed the window (q or Esc)."""
+        view = draw_faces(frame_bgr.copy(), faces)
+        if self.out is not None:
+            if self._writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.out.endswith(".mp4") else "MJPG"))
+                self._size = (view.shape[1], view.shape[0])
+                self._writer = cv2.VideoWriter(self.out, fourcc, self.fps, self._size)
+                if not self._writer.isOpened():
+                    raise SystemExit(f"--annotate-out {self.out}: cannot write this video file")
+            if (view.shape[1], view.shape[0]) != self._size:  # a folder of images of mixed sizes
+                view = cv2.resize(view, self._size)
+            self._writer.write(view)
+        if self.show:
+            cv2.imshow("clifer-edge", view)
+            return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+        return True
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        if self.show:
+            cv2.destroyAllWindows()
 
 
 def check_label(label: str, new_label: bool) -> str:
@@ -131,7 +187,15 @@ def format_result(frame: str, result: FaceResult, as_json: bool) -> str:
     )
 
 
+def _whole(frame: np.ndarray) -> FaceBox:
+    """The box of a whole (pre-cropped) image."""
+    return FaceBox(0, 0, frame.shape[1] - 1, frame.shape[0] - 1)
+
+
 def run(args: argparse.Namespace) -> int:
+    view = None
+    if args.show or args.annotate_out:  # before loading anything: a bad option fails at once
+        view = LiveView(args.show, args.annotate_out, fps=30.0)
     try:
         label = None if args.label is None else check_label(args.label, args.new_label)
         if args.max_frames is not None and args.max_frames < 1:
@@ -146,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"memories: {config.memory_directory()} (--memory-dir to change)", file=sys.stderr)
+    tracker = None if args.cropped else runtime.tracker()
+    if tracker is not None and args.images is not None:
+        tracker.detect_every = 1  # photos of a folder are not consecutive video frames
     n_frames = n_faces = 0
     try:
         for name, frame in frames(args):
@@ -156,16 +223,39 @@ def run(args: argparse.Namespace) -> int:
                 print(f"frame={name}: unreadable image, skipped", file=sys.stderr)
                 continue
             try:
-                if args.cropped:
+                if tracker is None:
+                    face_ids = ["crop"]
                     results = [runtime.process_face(frame, args.person, label, color_order="bgr")]
                 else:
-                    results = runtime.process_frame(frame, args.person, label, color_order="bgr")
+                    tracked = tracker.update(frame, color_order="bgr")
+                    face_ids = [face.face_id for face in tracked]
+                    results = runtime.process_frame(
+                        frame,
+                        args.person,
+                        label,
+                        color_order="bgr",
+                        boxes=[face.box for face in tracked],
+                    )
             except InvalidImageError as error:
                 print(f"frame={name}: {error}, skipped", file=sys.stderr)
                 continue
             for result in results:
                 print(format_result(name, result, args.json), flush=True)
             n_faces += len(results)
+            if view is not None:
+                annotations = [
+                    FaceAnnotation(
+                        r.box if r.box is not None else _whole(frame),
+                        face_id,
+                        r.person_id,
+                        r.label,
+                        r.confidence,
+                        r.memory,
+                    )
+                    for face_id, r in zip(face_ids, results, strict=False)
+                ]
+                if not view.add(to_bgr(frame, "bgr"), annotations):
+                    break
             if not results and runtime.is_idle():
                 report = runtime.imagine()
                 if report is not None and report.latents:
@@ -178,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted; saving memories", file=sys.stderr)
     finally:
         runtime.close()
+        if view is not None:
+            view.close()
     print(
         f"{n_frames} frames, {n_faces} faces; memories in {config.memory_directory()}",
         file=sys.stderr,

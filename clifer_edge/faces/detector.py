@@ -1,4 +1,4 @@
-"""OpenCV face detectors (Haar cascade, optional YuNet) returning boxes largest first."""
+"""OpenCV face detectors (YuNet, bundled; Haar cascade) returning boxes largest first."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from clifer_edge.preprocessing import FaceBox, preprocess_face, validate_image
 
 #: Cascade file used by the ``"haar"`` method (shipped with opencv-python 4.x).
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+#: The bundled YuNet model (Apache-2.0, see ``yunet/README.md``), the ``"yunet"`` default.
+YUNET_MODEL = Path(__file__).resolve().parent / "yunet" / "face_detection_yunet_2023mar.onnx"
 
 _METHODS = ("haar", "yunet")
 
@@ -41,8 +43,9 @@ class FaceDetector:
     method : {"haar", "yunet"}
         Detector back-end.
     model_path : str or PathLike, optional
-        ``"yunet"``: the YuNet ``.onnx`` file (required). ``"haar"``: an alternative cascade
-        XML (default: OpenCV's ``haarcascade_frontalface_default.xml``).
+        ``"yunet"``: a YuNet ``.onnx`` file (default: the bundled :data:`YUNET_MODEL`).
+        ``"haar"``: an alternative cascade XML (default: OpenCV's
+        ``haarcascade_frontalface_default.xml``).
     min_size : int
         Smallest face side in pixels; smaller faces carry too little expression detail.
     scale_factor : float
@@ -97,12 +100,7 @@ class FaceDetector:
                 raise FaceDetectorError(f"Haar cascade file {path} could not be loaded")
             self._yunet = None
         else:
-            if model_path is None:
-                raise FaceDetectorError(
-                    "method='yunet' needs model_path to a YuNet .onnx file (e.g. "
-                    "face_detection_yunet_2023mar.onnx from the OpenCV model zoo)"
-                )
-            path = Path(model_path)
+            path = Path(model_path) if model_path else YUNET_MODEL
             if not path.is_file():
                 raise FaceDetectorError(f"YuNet model file {path} not found")
             try:

@@ -52,9 +52,9 @@ class ModelsConfig:
 class FacesConfig:
     """Face detection on full frames (pre-cropped faces skip it)."""
 
-    #: ``haar`` (ships with OpenCV 4.x) or ``yunet`` (needs ``yunet_model``).
-    detector: str = "haar"
-    #: Path to a YuNet ONNX file when ``detector`` is ``yunet``.
+    #: ``yunet`` (bundled model, the default) or ``haar`` (ships with OpenCV 4.x).
+    detector: str = "yunet"
+    #: Path to a YuNet ONNX file; ``None`` = the bundled one.
     yunet_model: str | None = None
     #: Smallest face side in pixels that the detector reports.
     min_face_size: int = 40
@@ -62,6 +62,14 @@ class FacesConfig:
     margin: float = 0.1
     #: Most faces handled per frame (largest first); the rest are ignored.
     max_faces: int = 5
+    #: Video (node camera mode, ``clifer-edge run``): detect on every n-th frame only; tracked
+    #: faces keep their boxes in between.
+    detect_every: int = 3
+    #: Video: frames wider than this are downscaled to it for detection (0 = full size).
+    detect_width: int = 640
+    #: Video: a face missed by detection and not re-detected for this many seconds has left
+    #: (its id is not reused); so have all faces when no frame arrives for this long.
+    lost_after_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "faces.min_face_size": (8, 8192),
     "faces.margin": (0.0, 1.0),
     "faces.max_faces": (1, 64),
+    "faces.detect_every": (1, 100),
+    "faces.detect_width": (0, 8192),
+    "faces.lost_after_s": (0.01, 60.0),
     "persons.identity_threshold": (0.0, 2.0),
     "persons.max_in_ram": (1, 1024),
     "persons.max_unlabelled": (0, 1_000_000),

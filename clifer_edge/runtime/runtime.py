@@ -204,6 +204,21 @@ class ExpressionRuntime:
             self._detector = FaceDetector(**kwargs)
         return self._detector
 
+    def tracker(self, clock: Callable[[], float] = time.monotonic) -> Any:
+        """A :class:`~clifer_edge.faces.tracker.FaceTracker` for video with the configured
+        detector and ``faces.detect_every`` / ``detect_width`` / ``lost_after_s``; pass its boxes
+        to :meth:`process_frame`."""
+        from clifer_edge.faces import FaceTracker
+
+        faces = self.config.faces
+        return FaceTracker(
+            self.detector,
+            detect_every=faces.detect_every,
+            detect_width=faces.detect_width,
+            lost_after_s=faces.lost_after_s,
+            clock=clock,
+        )
+
     # -- faces in ----------------------------------------------------------------------------
     def process_frame(
         self,
@@ -211,6 +226,7 @@ class ExpressionRuntime:
         person_id: str | None = None,
         label: str | None = None,
         color_order: str = "rgb",
+        boxes: Sequence[FaceBox] | None = None,
     ) -> list[FaceResult]:
         """Detect the faces in a full frame and recognise (and, with a label, learn) them.
 
@@ -218,6 +234,10 @@ class ExpressionRuntime:
         dealing with: only its largest face is used. Otherwise, with ``persons.mode`` ``identity``
         every detected face (up to ``faces.max_faces``) is identified and answered; in the other
         modes only the largest face is (it belongs to the default person).
+
+        ``boxes`` (largest first) are faces already located in this frame, e.g. by a
+        :class:`~clifer_edge.faces.tracker.FaceTracker`: detection is skipped, the rule above
+        applies to them, and the results come back in their order.
 
         Raises
         ------
@@ -231,24 +251,25 @@ class ExpressionRuntime:
             self.n_rejected += 1
             raise
         start = time.perf_counter()
-        detected = self.detector.detect(image, color_order=color_order)
+        if boxes is None:
+            boxes = [face.box for face in self.detector.detect(image, color_order=color_order)]
         several = self.identities is not None and person_id is None and label is None
-        detected = detected[: self.config.faces.max_faces if several else 1]
+        boxes = list(boxes)[: self.config.faces.max_faces if several else 1]
         faces = [
             preprocess_face(
                 image,
                 size=self.image_size,
                 channels=self.channels,
-                box=face.box,
+                box=box,
                 margin=self.config.faces.margin,
                 color_order=color_order,
             )
-            for face in detected
+            for box in boxes
         ]
         self._timings.add("detect", time.perf_counter() - start)
         if not faces:
             return []
-        return self._handle(np.stack(faces), [face.box for face in detected], person_id, label)
+        return self._handle(np.stack(faces), boxes, person_id, label)
 
     def process_face(
         self,
@@ -256,8 +277,13 @@ class ExpressionRuntime:
         person_id: str | None = None,
         label: str | None = None,
         color_order: str = "rgb",
+        anonymous: bool = False,
     ) -> FaceResult:
         """Recognise (and, with a label, learn) one pre-cropped face, e.g. a ROS4HRI aligned face.
+
+        An ``anonymous`` face (a person who must not be remembered, e.g. a ROS4HRI anonymous
+        person) is answered by the person-independent fallback, and nothing about it is kept: no
+        memory, no recent faces, no identity; ``person_id`` is only echoed in the result.
 
         Raises
         ------
@@ -272,7 +298,26 @@ class ExpressionRuntime:
         except InvalidImageError:
             self.n_rejected += 1
             raise
+        if anonymous:
+            return self._answer_anonymous(face, person_id or "")
         return self._handle(face[None], [None], person_id, label)[0]
+
+    def _answer_anonymous(self, face: np.ndarray, person_id: str) -> FaceResult:
+        """The fallback's answer for one prepared face; no person state is read or written."""
+        self.scheduler.notify_activity()
+        with self._lock:
+            latent = self.calibration.to_memory(self.encoder.encode(face[None]))
+            scores = self.calibration.predict_proba(latent)[0]
+            labels = self.calibration.labels
+            self.n_faces += 1
+        best = int(np.argmax(scores))
+        return FaceResult(
+            person_id=person_id,
+            label=str(labels[best]),
+            confidence=float(scores[best]),
+            scores={name: float(score) for name, score in zip(labels, scores, strict=True)},
+            memory="fallback",
+        )
 
     def _handle(
         self,
@@ -456,10 +501,11 @@ class ExpressionRuntime:
             self.persons.save_all(prepare=self._finish_episode)
 
     # -- idle time ---------------------------------------------------------------------------
-    def set_idle(self, idle: bool) -> None:
-        """External idle signal: True = the robot is idle now (imagination may run) until a face
-        appears; False = busy (stops imagination at once)."""
-        self.scheduler.set_idle(bool(idle))
+    def set_idle(self, idle: bool | None) -> None:
+        """External idle signal (e.g. the robot's behaviour layer): True = idle now (imagination
+        may run) until a face appears; False = busy (stops imagination at once) until told
+        otherwise; None = no signal, only the ``imagination.idle_timeout_s`` timer decides."""
+        self.scheduler.set_idle(None if idle is None else bool(idle))
 
     def notify_activity(self) -> None:
         """The robot is busy (not with a face, e.g. speech): stop imagining, restart the timer."""

@@ -89,29 +89,35 @@ class ImaginationScheduler:
         self.clock = clock
         self._activity = threading.Event()
         self._last_activity = clock()
-        self._external_idle = False
+        #: The external signal: True idle (until a face), False busy (until changed), None none.
+        self._external: bool | None = None
         self.last_report: ImaginationReport | None = None
         self.total_latents = 0
         self.total_seconds = 0.0
 
     # -- idle detection ----------------------------------------------------------------------
     def notify_activity(self) -> None:
-        """A face appeared (or the robot got busy): stop imagining now, restart the idle timer."""
+        """A face appeared (or the robot got busy): stop imagining now, restart the idle timer.
+
+        It also ends an external idle signal (a face ends idle time); a busy signal stays.
+        """
         self._last_activity = self.clock()
-        self._external_idle = False
+        if self._external:
+            self._external = None
         self._activity.set()
 
-    def set_idle(self, idle: bool) -> None:
-        """External idle signal: True = idle now (until a face appears), False = busy."""
-        if idle:
-            self._external_idle = True
-        else:
+    def set_idle(self, idle: bool | None) -> None:
+        """External idle signal: True = idle now (until a face appears), False = busy until the
+        signal changes, None = no signal (the ``idle_timeout_s`` timer alone decides)."""
+        self._external = idle
+        if idle is False:
             self.notify_activity()
 
     def is_idle(self) -> bool:
-        """Idle: the external signal says so, or no face for ``idle_timeout_s`` seconds."""
-        if self._external_idle:
-            return True
+        """The one idle rule of the robot: busy while the external signal says busy; idle while it
+        says idle; otherwise idle after ``idle_timeout_s`` seconds without a face."""
+        if self._external is not None:
+            return self._external
         return self.clock() - self._last_activity >= self.config.idle_timeout_s
 
     @property

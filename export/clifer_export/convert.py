@@ -243,10 +243,20 @@ def convert_model(
         return converter.convert()
 
 
+#: Terms of use of exported weights, recorded in ``metadata.json`` (``training.terms``): separate
+#: from the code's Apache-2.0 licence, because the weights inherit their training data's terms.
+WEIGHTS_TERMS = (
+    "Model weights for non-commercial research use only: trained on FER2013 (and evaluated on "
+    "CK+ and JAFFE), whose terms restrict use to non-commercial research; the weights inherit "
+    "them. The clifer-edge code is Apache-2.0; that licence does not cover these weights."
+)
+
+
 def training_record(run: TrainedRun) -> dict[str, Any]:
-    """Provenance of the trained weights for the metadata: data, split, commit, epochs, config."""
+    """Provenance and terms of the trained weights for the metadata: data, split, commit,
+    epochs, config, and :data:`WEIGHTS_TERMS`."""
     info = run.info
-    record: dict[str, Any] = {"run_directory": run.directory.name}
+    record: dict[str, Any] = {"run_directory": run.directory.name, "terms": WEIGHTS_TERMS}
     if "data_file" in info:
         record["data"] = Path(str(info["data_file"])).name
     keys = ("data_sha256", "train_split", "train_faces", "git_commit", "backend")
