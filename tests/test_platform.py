@@ -6,6 +6,8 @@ machine cannot run them; ``-m "not platform"`` leaves them out of a quick local 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -106,12 +108,24 @@ def _copy_sources(destination: Path) -> Path:
 @pytest.mark.platform
 def test_robot_side_tests_pass_with_numpy_1(tmp_path, data_dir):
     """Built and run with numpy 1.26 (as on a Humble robot), the robot-side tests pass."""
+    with contextlib.ExitStack() as stack:
+        _numpy_1_check(tmp_path, data_dir, stack)
+
+
+def _numpy_1_check(tmp_path: Path, data_dir: Path, stack: contextlib.ExitStack) -> None:
+    """The numpy 1.x check in a virtual environment kept in the platform cache."""
     start = time.perf_counter()
-    env_dir = tmp_path / "venv"
+    # Kept between runs (the dependencies take minutes to install); the package is rebuilt.
+    cache = Path(os.environ.get("CLIFER_PLATFORM_CACHE", "/var/tmp/clifer-edge"))
+    env_dir = cache / f"numpy1-py{sys.version_info[0]}.{sys.version_info[1]}"
     try:
-        venv.create(env_dir, with_pip=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = stack.enter_context(open(cache / f"{env_dir.name}.lock", "w"))
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one run at a time per environment
+        if not (env_dir / "bin" / "python").exists():
+            venv.create(env_dir, with_pip=True, clear=True)
     except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"numpy 1.x check: cannot create a virtual environment here ({error})")
+        pytest.skip(f"numpy 1.x check: cannot create a virtual environment in {cache} ({error})")
     python = env_dir / "bin" / "python"
     env = {
         key: value
@@ -138,7 +152,10 @@ def test_robot_side_tests_pass_with_numpy_1(tmp_path, data_dir):
         )
         if install.returncode != 0 and "No matching distribution" in install.stderr:
             pytest.skip(f"numpy 1.x check: pip cannot get {what} ({_tail(install.stderr, 3)})")
-        assert install.returncode == 0, f"pip install of {what}:\n{_tail(install.stderr)}"
+        assert install.returncode == 0, (
+            f"pip install of {what} in {env_dir} (delete it to start afresh):\n"
+            f"{_tail(install.stderr)}"
+        )
     installed = time.perf_counter()
     tests = _copy_tests(tmp_path / "tests-only")
     modules = sorted(
@@ -149,8 +166,8 @@ def test_robot_side_tests_pass_with_numpy_1(tmp_path, data_dir):
         [
             str(python),
             "-c",
-            "import numpy, cv2, clifer_edge\n"
-            "print(numpy.__version__, cv2.__version__, clifer_edge.__file__)",
+            "import numpy, cv2, ai_edge_litert as litert, clifer_edge as package\n"
+            "print(numpy.__version__, cv2.__version__, litert.__version__, package.__file__)",
         ],
         cwd=tmp_path,
         env=env,
@@ -174,7 +191,7 @@ def test_robot_side_tests_pass_with_numpy_1(tmp_path, data_dir):
         timeout=20 * 60,
     )
     print(
-        f"numpy 1.x check: numpy/OpenCV/package {versions.stdout.strip()}; install "
+        f"numpy 1.x check: numpy, OpenCV, LiteRT, package: {versions.stdout.strip()}; install "
         f"{installed - start:.0f} s, tests {time.perf_counter() - installed:.0f} s\n"
         f"{_tail(run.stdout, 5)}"
     )
