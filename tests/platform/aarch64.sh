@@ -22,7 +22,8 @@
 #   int8 images then depend on the batch size (up to 4 quantisation steps between one-by-one and
 #   batched). With /sys mounted they are bit-identical to x86_64 either way.
 #
-# Environment: CLIFER_ARM64_ROOT (default /var/tmp/clifer-edge/arm64-bookworm; outside the
+# Environment: CLIFER_ARM64_ROOT (default $CLIFER_PLATFORM_CACHE/arm64-bookworm, that is
+# /var/tmp/clifer-edge/arm64-bookworm unless set; outside the
 # repository, reused between runs, delete it to start afresh), CLIFER_DATA_DIR (default
 # ../shared/data), PYTHON (the x86_64 interpreter with the package importable; default python3),
 # CLIFER_DEBIAN_MIRROR (default http://deb.debian.org/debian).
@@ -32,7 +33,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-root="${CLIFER_ARM64_ROOT:-/var/tmp/clifer-edge/arm64-bookworm}"
+root="${CLIFER_ARM64_ROOT:-${CLIFER_PLATFORM_CACHE:-/var/tmp/clifer-edge}/arm64-bookworm}"
 mirror="${CLIFER_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 data="${CLIFER_DATA_DIR:-$repo/../shared/data}"
 python="${PYTHON:-python3}"
