@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clifer_edge.datasets import default_data_dir, load_npz
-from clifer_edge.models import load_default_models, model_filename
-from clifer_edge.models.imagination import DEFAULT_MODEL_DIR
+from clifer_edge.models import DEFAULT_MODEL_DIR, load_default_models, model_filename
 from clifer_edge.preprocessing import preprocess_faces
 
 BATCH = 64

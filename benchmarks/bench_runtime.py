@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from clifer_edge.datasets import default_data_dir, load_npz
+from clifer_edge.imagination import imagine_latents
 from clifer_edge.preprocessing import preprocess_faces
 from clifer_edge.runtime import ExpressionRuntime, load_config
-from clifer_edge.runtime.imagination import imagine_latents
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

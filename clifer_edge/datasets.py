@@ -85,9 +85,10 @@ def resolve_data_file(name_or_path: str | os.PathLike[str]) -> Path:
     candidate = default_data_dir() / path.name
     if candidate.exists():
         return candidate
+    also = "" if candidate.absolute() == path.absolute() else f", nor in {candidate.parent}"
     raise DatasetError(
-        f"data file {str(name_or_path)!r} not found (also looked in {candidate.parent}; "
-        f"set {DATA_DIR_ENV} to the directory holding the shared data)"
+        f"data file {str(name_or_path)!r} not found{also}; "
+        f"set {DATA_DIR_ENV} to the folder holding the shared data"
     )
 
 

@@ -36,6 +36,9 @@ ROS4HRI_EXPRESSIONS: dict[str, str] = {
     "disgust": "disgusted",
 }
 
+#: Longest accepted expression label, in characters.
+MAX_LABEL_LENGTH = 64
+
 _ALIASES: dict[str, str] = {
     **{ros: canonical for canonical, ros in ROS4HRI_EXPRESSIONS.items()},
     "happy": "happiness",
@@ -54,19 +57,31 @@ _ALIASES: dict[str, str] = {
 def canonical_label(name: str) -> str:
     """Return the canonical spelling of an expression label.
 
-    Known synonyms (ROS4HRI constants, adjectives) map to the canonical noun; any other non-empty
+    Known synonyms (ROS4HRI constants, adjectives) map to the canonical noun; any other valid
     name is kept, lower-cased and stripped, because a robot may be taught a new expression.
 
     Raises
     ------
     ValueError
-        If ``name`` is not a string or is empty after stripping.
+        If ``name`` is not a string, is empty after stripping, is longer than
+        :data:`MAX_LABEL_LENGTH`, holds a non-printable character or a path separator, or is
+        ``.`` or ``..``.
     """
     if not isinstance(name, str):
         raise ValueError(f"expression label must be a str, got {type(name).__name__}: {name!r}")
     key = name.strip().lower()
     if not key:
         raise ValueError("expression label is empty")
+    if len(key) > MAX_LABEL_LENGTH:
+        raise ValueError(
+            f"expression label of {len(key)} characters is longer than {MAX_LABEL_LENGTH} "
+            f"({key[:20]!r}...)"
+        )
+    if not key.isprintable() or "/" in key or "\\" in key or key in (".", ".."):
+        raise ValueError(
+            f"expression label {key!r} is not usable: give printable characters without "
+            "'/' or '\\', not '.' or '..'"
+        )
     return _ALIASES.get(key, key)
 
 

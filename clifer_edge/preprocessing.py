@@ -41,7 +41,10 @@ class FaceBox:
 def validate_image(image: np.ndarray) -> np.ndarray:
     """Check that ``image`` is a usable picture and return it as a 2-D or 3-D array.
 
-    Accepts uint8 grey levels, or floats already in 0..255; shapes (H, W), (H, W, 1) or (H, W, 3).
+    Accepts uint8 grey levels, or floats on the same 0..255 scale; shapes (H, W), (H, W, 1) or
+    (H, W, 3). A float image whose values all lie in 0..1 is refused as ambiguous: it is almost
+    certainly scaled to 0..1 (read as 0..255 it would be black), so the caller must say so by
+    scaling it (``image * 255``) or passing uint8.
     """
     if not isinstance(image, np.ndarray):
         raise InvalidImageError(f"image must be a numpy array, got {type(image).__name__}")
@@ -65,10 +68,15 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         if not np.all(np.isfinite(image)):
             raise InvalidImageError("image contains NaN or infinite values")
-        if image.min() < 0.0 or image.max() > 255.0:
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 255.0:
             raise InvalidImageError(
-                f"floating-point image values should lie in 0..255, got "
-                f"{float(image.min()):.3g}..{float(image.max()):.3g}"
+                f"floating-point image values should lie in 0..255, got {low:.3g}..{high:.3g}"
+            )
+        if high <= 1.0:
+            raise InvalidImageError(
+                f"floating-point image values lie in {low:.3g}..{high:.3g}: ambiguous, floats are "
+                "read on the 0..255 scale; multiply a 0..1 image by 255 or pass uint8"
             )
     return image
 
@@ -101,7 +109,8 @@ def preprocess_face(
     Parameters
     ----------
     image : ndarray of shape (H, W), (H, W, 1) or (H, W, 3)
-        uint8 grey levels (or floats in 0..255). Colour images are in ``color_order``.
+        uint8 grey levels (or floats on the 0..255 scale; see :func:`validate_image`). Colour
+        images are in ``color_order``.
     size : int
         Side of the square model input.
     channels : {1, 3}

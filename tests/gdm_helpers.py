@@ -1,4 +1,5 @@
-"""Shared helpers for the GDM tests: backends to run on and a seeded clustered stream."""
+"""Shared helpers for the GDM tests: backends to run on, a seeded clustered stream, and a fixed
+pixel feature of real faces."""
 
 from __future__ import annotations
 
@@ -56,18 +57,41 @@ def memory_snapshot(memory: GrowingDualMemory) -> dict:
     """Everything observable about a memory, for unchanged/equal checks."""
     return {
         "labels": list(memory.labels_),
+        "classes": list(memory.classes_),
         "n_episodes": memory.n_episodes_,
         "rng": memory.rng_.bit_generator.state,
         "episodic": memory.episodic_.get_state(),
         "semantic": memory.semantic_.get_state(),
+        "imagined": None if memory.imagined_ is None else memory.imagined_.get_state(),
     }
 
 
 def snapshots_equal(a: dict, b: dict) -> bool:
+    imagined = a["imagined"] is b["imagined"] is None or (
+        None not in (a["imagined"], b["imagined"]) and a["imagined"].equals(b["imagined"])
+    )
     return (
         a["labels"] == b["labels"]
+        and a["classes"] == b["classes"]
         and a["n_episodes"] == b["n_episodes"]
         and a["rng"] == b["rng"]
         and a["episodic"].equals(b["episodic"])
         and a["semantic"].equals(b["semantic"])
+        and imagined
     )
+
+
+def pixel_features(images: np.ndarray, subjects: np.ndarray, fit_mask: np.ndarray) -> np.ndarray:
+    """A fixed feature of real faces (used where no encoder is needed): each image standardised,
+    each subject's mean face subtracted (identity removed without labels), PCA(20) fitted on
+    ``fit_mask`` rows only, scaled to a root-mean-square norm of 3 (the distance scale of the
+    CLIFER thresholds)."""
+    from sklearn.decomposition import PCA
+
+    X = images.reshape(len(images), -1).astype(np.float64)
+    X = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
+    for subject in np.unique(subjects):
+        rows = subjects == subject
+        X[rows] -= X[rows].mean(axis=0)
+    Z = PCA(20, random_state=0).fit(X[fit_mask]).transform(X)
+    return (3.0 * Z / np.sqrt((Z[fit_mask] ** 2).sum(axis=1).mean())).astype(np.float32)

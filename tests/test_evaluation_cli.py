@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -27,6 +28,13 @@ def _check_summary(document: dict, conditions: list[str], n_subjects: int) -> No
         assert 0.0 <= row["f1_mean"] <= 1.0 and 0.0 <= row["f1_steps_mean"] <= 1.0
         assert row["f1_ci95"] is None or row["f1_ci95"] >= 0.0
         assert row["n_subjects"] == n_subjects
+        unseen = row["unseen_acc_steps_mean"]
+        if row["experiment"] == 1:
+            assert unseen is None and row["unseen_acc_fallback_steps_mean"] is None
+        elif row["condition"] in ("mlp", "gdm", "replay"):
+            assert unseen == 0.0  # a learner of real classes only cannot name an unseen one
+        else:
+            assert 0.0 <= unseen <= 1.0
 
 
 def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
@@ -58,8 +66,17 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
         assert baseline["n_subjects"] == 2 and set(baseline["per_subject"]) == {"S011", "S014"}
         assert 0.0 <= baseline["f1_mean"] <= 1.0
     assert document["features"]["latent_space"] == "calibrated"
-    assert "calibration" in document
+    assert set(document["models"]) == {"encoder", "generator", "metadata", "calibration"}
+    # the fallback is scored on the same unseen-class faces: one value for every condition
+    fallback = {
+        r["unseen_acc_fallback_steps_mean"] for r in document["summary"] if r["experiment"] == 2
+    }
+    assert len(fallback) == 1 and 0.0 <= fallback.pop() <= 1.0
+    step = clifer[0]["steps"][0]
+    assert set(step["unseen_acc"]) == {"episodic", "semantic"}
+    assert math.isnan(clifer[0]["steps"][-1]["unseen_acc"]["episodic"] or math.nan)  # none left
     report = (out / "report.md").read_text()
+    assert "unseen acc. over steps (fallback)" in report
     assert "## Split rule" in report and "| clifer | 2 | semantic |" in report
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +94,10 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     assert document["leaks_near_duplicates"] is False
     assert len(document["orders"]) == 7 and len(document["order_comparison"]) == 4
     assert "static_baseline" not in document and "few_shot" not in document
-    assert "calibration" not in document and document["features"]["latent_scale"] == 2.0
+    assert "calibration" not in document["models"]
+    assert document["features"]["latent_scale"] == 2.0
+    # raw latents: no fallback to score beside the memories
+    assert all(r["unseen_acc_fallback_steps_mean"] is None for r in document["summary"])
     assert (out / "orders.png").exists()
     assert "Kruskal" in (out / "report.md").read_text()
 

@@ -9,6 +9,7 @@ import pytest
 
 from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.evaluation import class_order, kruskal_wallis, mean_ci95, split_subject
+from clifer_edge.evaluation.report import summary_table
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,24 @@ def test_mean_ci95_matches_hand_computation():
     assert half == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-5)
     assert math.isnan(mean_ci95([0.4])[1]) and mean_ci95([0.4])[0] == 0.4
     assert math.isnan(mean_ci95([])[0])
+
+
+def test_no_confidence_interval_from_fewer_than_three_subjects():
+    # From two values t(0.975, 1) = 12.7 gives an interval wider than the F1 range.
+    mean, half = mean_ci95([0.5, 0.9])
+    assert mean == pytest.approx(0.7) and math.isnan(half)
+    row = {
+        "condition": "gdm",
+        "experiment": 1,
+        "memory": "episodic",
+        "f1_mean": 0.7,
+        "f1_ci95": half,
+        "f1_steps_mean": 0.8,
+        "n_subjects": 2,
+    }
+    line = summary_table([row])[-1]
+    assert "| 0.700 |" in line and "±" not in line
+    assert "0.700 ± 0.497" in summary_table([{**row, "f1_ci95": 0.4966, "n_subjects": 3}])[-1]
 
 
 def test_kruskal_wallis_across_orders():

@@ -18,7 +18,6 @@ from clifer_export.parity import (
     gdm_f1,
     repeated_gdm_f1,
     runtime_check,
-    subject_splits,
     tensor_parity,
 )
 from clifer_export.quality import measure, sample_grid
@@ -159,24 +158,6 @@ def test_inconsistent_models_are_refused(tiny_run) -> None:
         describe_models(build_encoder(other), build_generator(other), tiny_run.info)
 
 
-def test_subject_splits_keep_sequences_apart(data_dir: Path) -> None:
-    ck = load_npz(data_dir / "ckplus48.npz")
-    subjects, frame_splits = subject_splits(ck, ck.images)
-    keys = ck.sequence_keys()
-    assert len(subjects) > 50 and frame_splits > 0
-    for item in subjects:
-        assert set(ck.subjects[item.train]) == {item.subject} == set(ck.subjects[item.test])
-        assert set(ck.labels[item.test]) <= set(ck.labels[item.train])
-        # Across-sequence holdouts never share a sequence; single-sequence classes are the
-        # flagged exception (counted in frame_splits).
-        shared = set(keys[item.train]) & set(keys[item.test])
-        assert len(shared) <= frame_splits
-    jaffe = load_npz(data_dir / "jaffe.npz")
-    subjects, frame_splits = subject_splits(jaffe, jaffe.images)
-    assert len(subjects) == 10 and frame_splits == 0
-    assert all(len(set(jaffe.labels[s.test])) == 7 for s in subjects)
-
-
 def test_quality_measures_on_exported_models(
     exported: Path, test_faces, data_dir, tmp_path
 ) -> None:
@@ -217,13 +198,12 @@ def test_gdm_f1_on_bundled_encoder_latents(data_dir: Path) -> None:
     ck = ck.subset(keep)
     encoder, _ = load_default_models("int8")
     latents = encoder.encode(preprocess_faces(ck.images))
-    subjects, _ = subject_splits(ck, latents)
-    first = gdm_f1(latents, subjects, seed=0)
-    assert gdm_f1(latents, subjects, seed=0) == first  # same latents and seed: same memories
-    assert first["subjects"] == len(subjects) > 3
+    first = gdm_f1(latents, ck, seed=0)
+    assert gdm_f1(latents, ck, seed=0) == first  # same latents and seed: same memories
+    assert first["subjects"] > 3 and first["frame_splits"] > 0  # CK+: one sequence per class
     scores = [v for s in first["per_subject"].values() for v in s.values()]
     assert all(0.0 <= v <= 100.0 for v in scores)
-    # Well above chance: CK+ frames of one sequence are near-duplicates (see subject_splits).
+    # Well above chance: CK+ frames of one sequence are near-duplicates (a frame split).
     assert first["mean_f1"]["episodic"] > 60.0
     repeated = repeated_gdm_f1(latents, ck, seeds=[0, 1])
     assert repeated["seeds"] == [0, 1] and set(repeated["per_subject"]) == set(first["per_subject"])

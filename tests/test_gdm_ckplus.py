@@ -10,23 +10,13 @@ sequence never sit on both sides of the split: train and test subjects are disjo
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
+from gdm_helpers import pixel_features
 from sklearn.metrics import accuracy_score
 
 from clifer_edge.datasets import load_npz
 from clifer_edge.memory import GDMConfig, GrowingDualMemory
 
 CLASSES = ["happiness", "surprise", "disgust", "anger", "sadness", "fear", "contempt"]
-
-
-def pixel_features(images: np.ndarray, subjects: np.ndarray, fit_mask: np.ndarray) -> np.ndarray:
-    X = images.reshape(len(images), -1).astype(np.float64)
-    X = (X - X.mean(axis=1, keepdims=True)) / X.std(axis=1, keepdims=True)
-    for subject in np.unique(subjects):
-        rows = subjects == subject
-        X[rows] -= X[rows].mean(axis=0)
-    Z = PCA(20, random_state=0).fit(X[fit_mask]).transform(X)
-    return (3.0 * Z / np.sqrt((Z[fit_mask] ** 2).sum(axis=1).mean())).astype(np.float32)
 
 
 def test_learns_real_expressions_class_by_class_above_chance(data_dir) -> None:

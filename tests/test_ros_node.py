@@ -423,9 +423,9 @@ def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
         )
         # A chunk that started before the busy signal may still finish: let it, then count.
         driver.spin_until(lambda: False, 1.0, every=lambda: idle_pub.publish(busy))
-        chunks = int(latest()["imagination chunks"])
+        chunks = int(latest()["imagination calls"])
         driver.spin_until(lambda: False, 1.5, every=lambda: idle_pub.publish(busy))
-        assert int(latest()["imagination chunks"]) == chunks
+        assert int(latest()["imagination calls"]) == chunks
 
         # Idle: imagination runs, also while the camera keeps sending frames without faces ...
         idle = Bool(data=True)
@@ -436,7 +436,7 @@ def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
             sender.send_raw(image_msg(empty_room, driver.node.get_clock().now().to_msg()))
 
         assert driver.spin_until(
-            lambda: int(latest()["imagination chunks"]) > chunks,
+            lambda: int(latest()["imagination calls"]) > chunks,
             30.0,
             every=idle_and_no_faces,
         ), f"no imagination while idle: {latest()}"

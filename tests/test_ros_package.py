@@ -87,8 +87,9 @@ def test_console_scripts_and_installed_files():
     tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["clifer_edge_node"] == "clifer_edge.ros.node:main"
-    assert scripts["clifer-edge-node"] == "clifer_edge.ros.node:main"
+    # clifer_edge.cli.node_main runs clifer_edge.ros.node.main, or says what to install.
+    assert scripts["clifer_edge_node"] == "clifer_edge.cli:node_main"
+    assert scripts["clifer-edge-node"] == "clifer_edge.cli:node_main"
     setup_py = ast.parse((ROOT / "setup.py").read_text())
     (data_files,) = [
         n.value

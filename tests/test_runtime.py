@@ -8,13 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from runtime_support import ck_subjects, learn_classes, make_runtime
 
 from clifer_edge.datasets import load_npz
 from clifer_edge.preprocessing import InvalidImageError
-from clifer_edge.runtime import RuntimeConfig, load_config
+from clifer_edge.runtime import ExpressionRuntime, RuntimeConfig, load_config
 from clifer_edge.runtime.config import config_to_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -133,21 +134,19 @@ def test_new_person_gets_the_fallback_then_their_own_memory(tmp_path, models, su
 
 def test_bundled_calibration_belongs_to_the_bundled_encoder(models):
     from clifer_edge.fileio import sha256_file
-    from clifer_edge.runtime.calibration import LatentCalibration
-    from clifer_edge.runtime.runtime import calibration_path, encoder_file
+    from clifer_edge.models.calibration import LatentCalibration
 
-    config = load_config(None)
-    sha = sha256_file(encoder_file(models[0], config))
-    calibration = LatentCalibration.load(calibration_path(config), encoder_sha256=sha)
+    files = load_config(None).model_files()
+    sha = sha256_file(files.encoder)
+    calibration = LatentCalibration.load(files.calibration, encoder_sha256=sha)
     assert calibration.z_dim == models[0].metadata.z_dim
     assert calibration.info["publictest_accuracy"] > 1.0 / len(calibration.labels)
 
 
 def test_calibration_of_another_encoder_is_refused(tmp_path, models):
-    from clifer_edge.runtime.calibration import CalibrationError, LatentCalibration
-    from clifer_edge.runtime.runtime import calibration_path
+    from clifer_edge.models.calibration import CalibrationError, LatentCalibration
 
-    calibration = LatentCalibration.load(calibration_path(load_config(None)))
+    calibration = LatentCalibration.load(load_config(None).model_files().calibration)
     calibration.info["encoder_sha256"] = "0" * 64
     calibration.save(tmp_path / "other.npz")
     with pytest.raises(CalibrationError, match="another encoder"):
@@ -155,6 +154,40 @@ def test_calibration_of_another_encoder_is_refused(tmp_path, models):
     (tmp_path / "damaged.npz").write_bytes(b"not a calibration")
     with pytest.raises(CalibrationError, match="cannot read"):
         LatentCalibration.load(tmp_path / "damaged.npz")
+
+
+def test_a_missing_calibration_is_an_error_not_a_silent_build(tmp_path, capsys, data_dir):
+    """Starting the runtime never builds a calibration: it says to run clifer-edge calibrate."""
+    import shutil
+
+    from clifer_edge.cli import main
+    from clifer_edge.models import DEFAULT_MODEL_DIR, CalibrationError
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("encoder_int8.tflite", "generator_int8.tflite", "metadata.json"):
+        shutil.copy(DEFAULT_MODEL_DIR / name, models / name)
+    config = load_config(None).replace(
+        models={"directory": str(models)}, memory={"directory": str(tmp_path / "memories")}
+    )
+    with pytest.raises(CalibrationError, match="clifer-edge calibrate"):
+        ExpressionRuntime(config)
+    assert not list(tmp_path.rglob("*.npz"))  # nothing was built anywhere
+    yaml_file = tmp_path / "runtime.yaml"
+    yaml_file.write_text(f"models:\n  directory: {models}\n")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    face = load_npz(data_dir / "ckplus48.npz").images[0]
+    assert cv2.imwrite(str(frames / "face.png"), face)
+    code = main(["run", "--config", str(yaml_file), "--images", str(frames)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "clifer-edge calibrate" in err[0]
+    # the explicit command builds it beside the models; then the runtime starts
+    argv = ["calibrate", "--model-dir", str(models), "--data", str(data_dir / "fer2013.npz")]
+    assert main([*argv, "--per-class", "20"]) == 0
+    assert "calibration written to" in capsys.readouterr().out
+    assert (models / "calibration_int8.npz").exists()
+    ExpressionRuntime(config).close()
 
 
 def test_teach_a_brand_new_label_from_recent_faces(tmp_path, models, subjects):

@@ -11,7 +11,7 @@ import pytest
 from runtime_support import ck_subjects, learn_classes, make_runtime
 from sklearn.metrics import f1_score
 
-from clifer_edge.runtime.imagination import imagine_latents
+from clifer_edge.imagination import imagine_latents
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def _imagination_effect(tmp_path, models, subjects, n_seen: int) -> dict[str, np
         imagining.set_idle(True)
         report = imagining.imagine(60.0)
         assert report.done and report.latents > 0
-        known = imagining.persons.get(subject.name).memory.labels_
+        known = imagining.persons.get(subject.name).memory.classes_
         assert set(subject.classes) <= set(known)  # it can now name unseen expressions
         assert set(plain.persons.get(subject.name).memory.labels_) == set(seen)
         f1_all, f1_unseen = _unseen_f1(plain, subject, seen)
@@ -219,3 +219,29 @@ def test_forgetting_a_person_during_imagination_leaves_no_files(tmp_path, models
     assert not worker.is_alive()
     rt.close()
     assert not list(tmp_path.glob(f"{subject.name}*"))
+
+
+def test_the_protocol_imagines_with_the_robots_scheduler(models, subjects):
+    """``clifer`` in the evaluation protocol picks, imagines and learns prototypes exactly as the
+    runtime's idle scheduler: after each class nothing is left pending for the scheduler, only
+    really shown classes were imagined from, and unseen classes get answers."""
+    from clifer_edge.evaluation.protocol import ImaginationModel, ProtocolConfig, make_learner
+    from clifer_edge.models import ModelFiles
+    from clifer_edge.preprocessing import preprocess_faces
+
+    encoder = models[0]
+    calibration = ModelFiles.locate().load_calibration(encoder)
+    learner = make_learner("clifer", ProtocolConfig(), ImaginationModel(*models, calibration))
+    subject = subjects[0]
+    meta = encoder.metadata
+    for label in subject.classes[:2]:
+        faces = preprocess_faces(np.stack(subject.train(label)), meta.image_size, meta.channels)
+        learner.learn(calibration.to_memory(encoder.encode(faces)), [label] * len(faces))
+        person = learner.person
+        assert len(learner._scheduler.pending(person)[1]) == 0
+        assert person.imagined_through == person.n_episodes and person.n_imagined > 0
+    assert person.shown_labels == set(subject.classes[:2])
+    assert learner.imagined == person.n_imagined
+    # the memories now know classes the subject never showed
+    assert set(learner.memory.classes_) > person.shown_labels
+    assert learner.memory.labels_ == list(subject.classes[:2])  # imagined ones stay apart

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -156,3 +157,35 @@ def test_damaged_file_is_quarantined_not_deleted(tmp_path, models, subjects, cap
     # The runtime keeps learning and saving for that person.
     learn_classes(again, subject, subject.classes[:1])
     assert again.process_face(subject.test(subject.classes[0]), subject.name).memory == "episodic"
+
+
+def test_kill_storm_loses_nothing_and_leaves_no_temporaries(tmp_path, data_dir):
+    """A short run of ``benchmarks/kill_storm.py`` (the full one kills 20 times)."""
+    out = tmp_path / "storm.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "kill_storm.py"),
+            "--kills",
+            "3",
+            "--persons",
+            "3",
+            "--data-dir",
+            str(data_dir),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["kills"] == 3 and result["checks"] > 0
+    assert result["faces_lost"] == result["files_quarantined"] == 0
+    assert result["temporaries_after_last_restart"] == 0

@@ -10,14 +10,23 @@ subject's held-out faces:
 Conditions (Churamani & Gunes 2020): ``mlp`` (an MLP retrained from scratch on everything seen
 so far, the batch-learning baseline), ``gdm`` (Growing Dual Memory), ``replay`` (GDM with RNAT
 pseudo-rehearsal after every episode) and ``clifer`` (``replay`` plus imagination after every
-class, as the robot would do in its idle time). The protocol works on precomputed features, so
-the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
+class: the robot's own :class:`~clifer_edge.runtime.scheduler.ImaginationScheduler` runs on the
+subject's memory as in an idle period, so prototypes are chosen, imagined and learned exactly as on
+the robot). The protocol works on precomputed features, so the same code measures PCA pixels (the
+GDM demo) or the CAAE encoder (``clifer-edge eval``).
+
+After each step it also measures imagination directly: the accuracy on held-out faces of the
+classes *not yet learned* from the subject (``unseen``; a memory that only knows real classes
+scores 0 there by construction), beside the person-independent fallback's accuracy on the same
+faces when one is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,14 +43,29 @@ from clifer_edge.datasets import FaceDataset
 from clifer_edge.evaluation.split import SubjectSplit, split_subject
 from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
 from clifer_edge.labels import BASIC_EXPRESSIONS
+from clifer_edge.runtime.config import ImaginationConfig
 
 CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer")
 EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
 
-#: ``imagine(prototypes [n, d], labels) -> (latents [m, d], labels)``: imagined faces of the
-#: person under other expressions, in feature space (see ``runtime.imagination.imagine_latents``).
-ImagineFn = Callable[[np.ndarray, list[str]], tuple[np.ndarray, list[str]]]
+#: ``fallback(features [n, d]) -> labels``: a person-independent classifier (the runtime's answer
+#: for a person not learned yet), scored on the same unseen-class faces as the memories.
+FallbackFn = Callable[[np.ndarray], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class ImaginationModel:
+    """What the ``clifer`` condition imagines with: the robot's encoder, generator and space.
+
+    ``space`` maps the memories' features to encoder latents and back (``to_latent``,
+    ``to_memory``): a :class:`~clifer_edge.models.calibration.LatentCalibration` as on the robot,
+    or any object with the same two methods.
+    """
+
+    encoder: Any
+    generator: Any
+    space: Any
 
 
 @dataclass
@@ -56,10 +80,9 @@ class ProtocolConfig:
         A ``clifer_edge.memory.GDMConfig`` (``None``: CLIFER's defaults).
     mlp_hidden : tuple of int
         Hidden layer sizes of the batch-learning MLP baseline.
-    imagine_max_prototypes : int
-        At most this many episodic prototypes (the BMUs of the class's real faces) are imagined
-        under the other expressions after each class (bounds the idle-time work, as on the
-        robot).
+    imagination : ImaginationConfig
+        The robot's imagination settings (chunk size, replay, residual, re-imagine distance;
+        ``clifer_edge/config/default.yaml``), used by the ``clifer`` condition.
     seed : int
         Seeds the split, the episode order, the memories and the MLP.
     """
@@ -67,14 +90,12 @@ class ProtocolConfig:
     episode_size: int = 5
     gdm_config: Any = None
     mlp_hidden: tuple[int, ...] = (100,)
-    imagine_max_prototypes: int = 20
+    imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.episode_size < 1:
             raise ValueError(f"episode_size={self.episode_size} should be >= 1")
-        if self.imagine_max_prototypes < 1:
-            raise ValueError(f"imagine_max_prototypes={self.imagine_max_prototypes} should be >= 1")
 
 
 def class_order(classes: Sequence[str], start: str | None = None) -> list[str]:
@@ -136,55 +157,55 @@ class _MLPLearner:
 
 
 class _GDMLearner:
-    """GDM trained episode by episode, optionally with RNAT replay and imagination."""
+    """GDM trained episode by episode, optionally with RNAT replay and the robot's imagination.
+
+    The subject is held as the runtime holds a person (:class:`PersonState`), so that the robot's
+    :class:`ImaginationScheduler` can imagine for them after each class, as in an idle period
+    with no time limit.
+    """
 
     def __init__(
         self,
         config: ProtocolConfig,
         replay: bool,
-        imagine: ImagineFn | None,
-        memory: Any = None,
+        imagination: ImaginationModel | None,
+        person: Any = None,
     ) -> None:
         from clifer_edge.memory import GrowingDualMemory  # the compiled kernels load on use
+        from clifer_edge.runtime.persons import PersonState
 
         self.config = config
         self.replay = replay
-        self.imagine = imagine
-        self.memory = memory or GrowingDualMemory(config.gdm_config, seed=config.seed)
+        self.imagination = imagination
+        self.person = person or PersonState(
+            person_id="subject", memory=GrowingDualMemory(config.gdm_config, seed=config.seed)
+        )
         self.imagined = 0
-        self._rng = np.random.default_rng(config.seed)
+        self._scheduler: Any = None
+        if imagination is not None:
+            from clifer_edge.runtime.scheduler import ImaginationScheduler
 
-    def _train(self, X: np.ndarray, labels: Sequence[str]) -> None:
-        size = self.config.episode_size
-        for start in range(0, len(X), size):
-            self.memory.partial_fit(X[start : start + size], list(labels[start : start + size]))
-            if self.replay:
-                self.memory.replay()
+            settings = dataclasses.replace(config.imagination, enabled=True)
+            self._scheduler = ImaginationScheduler(
+                settings, imagination.encoder, imagination.generator, imagination.space
+            )
+            self._scheduler.set_idle(True)
+        self._lock = threading.RLock()
+
+    @property
+    def memory(self) -> Any:
+        return self.person.memory
 
     def learn(self, X: np.ndarray, labels: Sequence[str]) -> None:
-        self._train(X, labels)
-        if self.imagine is not None:
-            self._imagine(X)
-
-    def _imagine(self, X: np.ndarray) -> None:
-        """Imagine the class just learned under the other expressions.
-
-        The prototypes imagined are the episodic nodes nearest to the class's real faces (the
-        BMUs of its episode): earlier imagined nodes are not imagined again, so imagination
-        never feeds on itself.
-        """
-        prototypes, node_labels = self.memory.episodic_prototypes()
-        distances = np.linalg.norm(X[:, None, :] - prototypes[None, :, :], axis=2)
-        rows = np.unique(np.argmin(distances, axis=1))
-        if rows.size > self.config.imagine_max_prototypes:
-            rows = self._rng.choice(rows, self.config.imagine_max_prototypes, replace=False)
-        latents, labels = self.imagine(prototypes[rows], [node_labels[i] for i in rows])
-        if len(latents) == 0:
-            return
-        order = self._rng.permutation(len(latents))
-        latents = np.asarray(latents, dtype=np.float32)[order]
-        self._train(latents, [labels[i] for i in order])
-        self.imagined += len(latents)
+        size = self.config.episode_size
+        for start in range(0, len(X), size):
+            self.person.learn(X[start : start + size], list(labels[start : start + size]))
+            if self.replay:
+                self.memory.replay()
+        if self._scheduler is not None:
+            report = self._scheduler.run([self.person], math.inf, self._lock)
+            if report is not None:
+                self.imagined += report.latents
 
     def predict(self, X: np.ndarray) -> dict[str, list[str]]:
         return {m: list(self.memory.predict(X, memory=m)) for m in GDM_MEMORIES}
@@ -197,30 +218,33 @@ class _GDMLearner:
         }
 
     def copy(self) -> _GDMLearner:
-        """An independent copy (through the memory's own file format, no pickle)."""
+        """An independent copy (the memory through its own file format, no pickle)."""
         from clifer_edge.memory import GrowingDualMemory
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "memory.npz"
             self.memory.save(path)
             memory = GrowingDualMemory.load(path)
-        twin = _GDMLearner(self.config, self.replay, self.imagine, memory)
+        person = dataclasses.replace(
+            self.person, memory=memory, shown_labels=set(self.person.shown_labels)
+        )
+        twin = _GDMLearner(self.config, self.replay, self.imagination, person)
         twin.imagined = self.imagined
         return twin
 
 
 def make_learner(
-    condition: str, config: ProtocolConfig, imagine: ImagineFn | None = None
+    condition: str, config: ProtocolConfig, imagination: ImaginationModel | None = None
 ) -> _MLPLearner | _GDMLearner:
     """A fresh learner for one condition of :data:`CONDITIONS`."""
     if condition == "mlp":
         return _MLPLearner(config)
     if condition in ("gdm", "replay"):
-        return _GDMLearner(config, replay=condition == "replay", imagine=None)
+        return _GDMLearner(config, replay=condition == "replay", imagination=None)
     if condition == "clifer":
-        if imagine is None:
-            raise ValueError("condition 'clifer' needs an imagine function (encoder + generator)")
-        return _GDMLearner(config, replay=True, imagine=imagine)
+        if imagination is None:
+            raise ValueError("condition 'clifer' needs an ImaginationModel (encoder + generator)")
+        return _GDMLearner(config, replay=True, imagination=imagination)
     raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
 
 
@@ -314,7 +338,7 @@ def prepare_subjects(
     return subjects, skipped
 
 
-def _f1(y_true: np.ndarray, y_pred: Sequence[str], labels: Sequence[str]) -> float:
+def macro_f1(y_true: np.ndarray, y_pred: Sequence[str], labels: Sequence[str]) -> float:
     """Macro F1 over ``labels`` (predictions outside them count as errors).
 
     Labels are sorted and the score rounded to 12 digits so that equal results compare equal
@@ -326,16 +350,28 @@ def _f1(y_true: np.ndarray, y_pred: Sequence[str], labels: Sequence[str]) -> flo
     return round(float(score), 12)
 
 
-def _evaluate(learner: Any, data: SubjectData, seen: Sequence[str]) -> dict[str, dict[str, float]]:
-    """F1 of every memory for Experiment 1 (seen classes) and 2 (all classes)."""
+def unseen_accuracy(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[str]) -> float:
+    """Share of the faces of classes not in ``seen`` that are recognised (NaN if there are none)."""
+    truth = np.asarray(y_true, dtype=str)
+    unseen = ~np.isin(truth, list(seen))
+    if not unseen.any():
+        return math.nan
+    return float(np.mean(np.asarray(y_pred, dtype=str)[unseen] == truth[unseen]))
+
+
+def _evaluate(learner: Any, data: SubjectData, seen: Sequence[str]) -> dict[str, Any]:
+    """F1 of every memory for Experiment 1 (seen classes) and 2 (all classes), and the
+    accuracy on the classes not learned yet (``unseen``)."""
     predictions = learner.predict(data.X_test)
     is_seen = np.isin(data.y_test, list(seen))
-    result: dict[str, dict[str, float]] = {"1": {}, "2": {}}
+    f1: dict[str, dict[str, float]] = {"1": {}, "2": {}}
+    unseen: dict[str, float] = {}
     for memory, predicted in predictions.items():
         predicted = np.asarray(predicted, dtype=str)
-        result["1"][memory] = _f1(data.y_test[is_seen], predicted[is_seen], seen)
-        result["2"][memory] = _f1(data.y_test, predicted, data.split.classes)
-    return result
+        f1["1"][memory] = macro_f1(data.y_test[is_seen], predicted[is_seen], seen)
+        f1["2"][memory] = macro_f1(data.y_test, predicted, data.split.classes)
+        unseen[memory] = unseen_accuracy(data.y_test, predicted, seen)
+    return {"f1": f1, "unseen_acc": unseen}
 
 
 def _class_rows(data: SubjectData, label: str, rng: np.random.Generator) -> np.ndarray:
@@ -349,26 +385,33 @@ def run_subject(
     data: SubjectData,
     order: Sequence[str],
     config: ProtocolConfig,
-    imagine: ImagineFn | None = None,
+    imagination: ImaginationModel | None = None,
+    fallback: FallbackFn | None = None,
 ) -> tuple[list[dict[str, Any]], Any]:
-    """Learn one subject's classes in ``order``; returns the per-step results and the learner."""
-    learner = make_learner(condition, config, imagine)
+    """Learn one subject's classes in ``order``; returns the per-step results and the learner.
+
+    Each step holds ``f1`` (per experiment and memory), ``unseen_acc`` (per memory) and, with a
+    ``fallback``, ``unseen_acc_fallback`` on the same faces.
+    """
+    learner = make_learner(condition, config, imagination)
     rng = np.random.default_rng(config.seed)
+    fallback_pred = None if fallback is None else list(fallback(data.X_test))
     steps = []
     seen: list[str] = []
     for label in order:
         rows = _class_rows(data, label, rng)
         learner.learn(data.X_train[rows], list(data.y_train[rows]))
         seen.append(label)
-        steps.append(
-            {
-                "step": len(seen),
-                "learned": label,
-                "n_train": int(rows.size),
-                "f1": _evaluate(learner, data, seen),
-                **learner.stats(),
-            }
-        )
+        step = {
+            "step": len(seen),
+            "learned": label,
+            "n_train": int(rows.size),
+            **_evaluate(learner, data, seen),
+            **learner.stats(),
+        }
+        if fallback_pred is not None:
+            step["unseen_acc_fallback"] = unseen_accuracy(data.y_test, fallback_pred, seen)
+        steps.append(step)
     return steps, learner
 
 
@@ -380,7 +423,7 @@ def run_few_shot(
     new_class: str,
     shots: Sequence[int],
     config: ProtocolConfig,
-    imagine: ImagineFn | None = None,
+    imagination: ImaginationModel | None = None,
 ) -> list[dict[str, Any]]:
     """After the subject's basic classes, teach ``new_class`` from k faces, for each k.
 
@@ -388,7 +431,7 @@ def run_few_shot(
     F1 on the old classes before and after (retention).
     """
     order = class_order(data.split.classes)
-    _, base = run_subject(condition, data, order, config, imagine)
+    _, base = run_subject(condition, data, order, config, imagination)
     before = base.predict(data.X_test)
     rows = np.random.default_rng(config.seed).permutation(len(new_X_train))
     results = []
@@ -404,8 +447,8 @@ def run_few_shot(
         for memory in after:
             entry["memories"][memory] = {
                 "new_class_accuracy": float(np.mean(np.asarray(new_pred[memory]) == new_class)),
-                "old_f1_before": _f1(data.y_test, before[memory], data.split.classes),
-                "old_f1_after": _f1(data.y_test, after[memory], data.split.classes),
+                "old_f1_before": macro_f1(data.y_test, before[memory], data.split.classes),
+                "old_f1_after": macro_f1(data.y_test, after[memory], data.split.classes),
             }
         results.append(entry)
     return results
@@ -449,11 +492,16 @@ def run_protocol(
     subjects: Sequence[SubjectData],
     conditions: Sequence[str],
     config: ProtocolConfig,
-    imagine: ImagineFn | None = None,
+    imagination: ImaginationModel | None = None,
     orders: str = "default",
     progress: bool = True,
+    fallback: FallbackFn | None = None,
 ) -> ProtocolResult:
-    """Run every condition on every subject, for the default order or one order per class."""
+    """Run every condition on every subject, for the default order or one order per class.
+
+    ``imagination`` is needed by the ``clifer`` condition; ``fallback`` (optional) is scored on
+    the unseen-class faces beside the memories.
+    """
     for condition in conditions:
         if condition not in CONDITIONS:
             raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
@@ -470,7 +518,7 @@ def run_protocol(
     for start, data, condition in bar:
         bar.set_postfix_str(f"{data.subject} {condition}")
         order = class_order(data.split.classes, start)
-        steps, _ = run_subject(condition, data, order, config, imagine)
+        steps, _ = run_subject(condition, data, order, config, imagination, fallback)
         result.runs.append(
             {
                 "order": start or "default",
@@ -495,7 +543,13 @@ def run_protocol(
 
 
 def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, Any]]:
-    """One row per (condition, experiment, memory): final-F1 mean/CI and mean over steps."""
+    """One row per (condition, experiment, memory): final-F1 mean/CI and mean over steps.
+
+    Experiment 2 rows also hold ``unseen_acc_steps_mean``: the accuracy on held-out faces of the
+    classes not learned yet, averaged over the steps that have such faces (across-subject mean
+    per step, then the mean of those), and ``unseen_acc_fallback_steps_mean``, the fallback's on
+    the same faces (NaN without a fallback). Experiment 1 tests seen classes only: NaN there.
+    """
     rows = []
     for condition in result.conditions:
         runs = [r for r in result.runs if r["condition"] == condition and r["order"] == order]
@@ -504,6 +558,10 @@ def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, 
                 final = [r["steps"][-1]["f1"][str(experiment)][memory] for r in runs]
                 curve = step_means(runs, experiment, memory)
                 mean, ci = mean_ci95(final)
+                unseen = fallback = math.nan
+                if experiment == 2:
+                    unseen = _nanmean(unseen_step_means(runs, memory))
+                    fallback = _nanmean(unseen_step_means(runs, None))
                 rows.append(
                     {
                         "condition": condition,
@@ -511,11 +569,36 @@ def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, 
                         "memory": memory,
                         "f1_mean": mean,
                         "f1_ci95": ci,
-                        "f1_steps_mean": float(np.nanmean(curve)) if curve else math.nan,
+                        "f1_steps_mean": _nanmean(curve),
+                        "unseen_acc_steps_mean": unseen,
+                        "unseen_acc_fallback_steps_mean": fallback,
                         "n_subjects": len(runs),
                     }
                 )
     return rows
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def unseen_step_means(runs: Sequence[dict[str, Any]], memory: str | None) -> list[float]:
+    """Across-subject mean accuracy on not-yet-learned classes after 1, 2, ... classes.
+
+    ``memory`` None gives the fallback's (``unseen_acc_fallback``). Steps without unseen faces
+    (the last one) are NaN.
+    """
+    longest = max((len(r["steps"]) for r in runs), default=0)
+    means = []
+    for i in range(longest):
+        steps = [r["steps"][i] for r in runs if len(r["steps"]) > i]
+        if memory is None:
+            values = [s.get("unseen_acc_fallback", math.nan) for s in steps]
+        else:
+            values = [s["unseen_acc"][memory] for s in steps]
+        means.append(_nanmean(values))
+    return means
 
 
 def step_means(runs: Sequence[dict[str, Any]], experiment: int, memory: str) -> list[float]:
@@ -576,7 +659,7 @@ def run_few_shot_all(
     new_class: str,
     conditions: Sequence[str],
     config: ProtocolConfig,
-    imagine: ImagineFn | None = None,
+    imagination: ImaginationModel | None = None,
     shots: Sequence[int] = (1, 3, 5),
     min_classes: int = 4,
     max_subjects: int | None = None,
@@ -628,7 +711,7 @@ def run_few_shot_all(
             new_class,
             shots,
             config,
-            imagine,
+            imagination,
         )
         results.append(
             {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from clifer_edge.evaluation.protocol import (
     step_means,
     summarise,
 )
-from clifer_edge.evaluation.stats import mean_ci95
+from clifer_edge.evaluation.stats import MIN_CI_VALUES, mean_ci95
+from clifer_edge.fileio import atomic_write_text
 
 #: Version of the ``results.json`` layout; bump on incompatible changes.
 SCHEMA_VERSION = 1
@@ -32,6 +32,8 @@ SUMMARY_KEYS = (
     "f1_mean",
     "f1_ci95",
     "f1_steps_mean",
+    "unseen_acc_steps_mean",
+    "unseen_acc_fallback_steps_mean",
     "n_subjects",
 )
 
@@ -109,13 +111,21 @@ def build_results(
 
 def write_json(document: dict[str, Any], path: Path) -> None:
     """Write strict JSON atomically (a half-written results file is worse than none)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def mean_ci_text(mean: Any, ci: Any, digits: int = 3) -> str:
+    """``mean ± CI``, or the mean alone where there is no interval (fewer than
+    :data:`~clifer_edge.evaluation.stats.MIN_CI_VALUES` subjects)."""
+    if _fmt(ci) == "–":
+        return _fmt(mean, digits)
+    return f"{_fmt(mean, digits)} ± {_fmt(ci, digits)}"
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -127,19 +137,37 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]
 def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
     """Markdown table of the summary rows (also printed by the commands)."""
     return _md_table(
-        ["condition", "experiment", "memory", "final F1 (mean ± 95% CI)", "F1 over steps", "n"],
+        [
+            "condition",
+            "experiment",
+            "memory",
+            "final F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})",
+            "F1 over steps",
+            "unseen acc. over steps (fallback)",
+            "n",
+        ],
         [
             [
                 r["condition"],
                 r["experiment"],
                 r["memory"],
-                f"{_fmt(r['f1_mean'])} ± {_fmt(r['f1_ci95'])}",
+                mean_ci_text(r["f1_mean"], r["f1_ci95"]),
                 _fmt(r["f1_steps_mean"]),
+                _unseen_cell(r),
                 r["n_subjects"],
             ]
             for r in summary
         ],
     )
+
+
+def _unseen_cell(row: dict[str, Any]) -> str:
+    """``memory (fallback)`` accuracy on not-yet-learned classes; ``–`` where not measured."""
+    value = _fmt(row.get("unseen_acc_steps_mean"))
+    fallback = row.get("unseen_acc_fallback_steps_mean")
+    if value == "–" or _fmt(fallback) == "–":
+        return value
+    return f"{value} ({_fmt(fallback)})"
 
 
 def _per_subject_table(document: dict[str, Any]) -> list[str]:
@@ -248,10 +276,6 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         )
     features = document.get("features", {})
     lines.append(f"- features: {features.get('description', features.get('kind'))}")
-    if "calibration" in document:
-        cal = document["calibration"]
-        where = "built for this run from FER2013" if cal["built"] else f"`{cal['path']}`"
-        lines.append(f"- latent calibration: {where}")
     for name, model in document.get("models", {}).items():
         lines.append(f"- {name}: `{model['path']}` (sha256 `{model['sha256'][:16]}…`)")
     if document.get("imagination"):
@@ -280,7 +304,11 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
     lines += ["", "## Summary (default order)", ""]
     lines += [
         "Final F1 = after the subject's last class; F1 over steps = mean over class steps of the "
-        "across-subject mean (in Experiment 2 this is where imagination of unseen classes shows).",
+        "across-subject mean (in Experiment 2 this is where imagination of unseen classes shows). "
+        "Unseen acc. over steps = accuracy on the held-out faces of the classes not learned yet "
+        "from that subject, averaged the same way over the steps that have such faces; a memory "
+        "without imagination scores 0 there by construction; in brackets the person-independent "
+        "fallback's accuracy on the same faces.",
         "",
         *summary_table(document["summary"]),
         "",
@@ -292,11 +320,11 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         sb = document["static_baseline"]
         lines += ["## Static baselines (person-independent)", "", sb["description"] + ".", ""]
         lines += _md_table(
-            ["classifier", "F1 (mean ± 95% CI)", "n", "what"],
+            ["classifier", f"F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})", "n", "what"],
             [
                 [
                     c["name"],
-                    f"{_fmt(c['f1_mean'])} ± {_fmt(c['f1_ci95'])}",
+                    mean_ci_text(c["f1_mean"], c["f1_ci95"]),
                     c["n_subjects"],
                     c["description"],
                 ]
@@ -314,7 +342,7 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
                     r["condition"],
                     r["memory"],
                     r["k"],
-                    f"{_fmt(r['new_class_accuracy_mean'])} ± {_fmt(r['new_class_accuracy_ci95'])}",
+                    mean_ci_text(r["new_class_accuracy_mean"], r["new_class_accuracy_ci95"]),
                     _fmt(r["old_f1_before_mean"]),
                     _fmt(r["old_f1_after_mean"]),
                     r["n_subjects"],

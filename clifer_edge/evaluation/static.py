@@ -6,7 +6,7 @@ classifiers are scored on exactly the held-out faces each subject is tested on i
 memories see:
 
 - ``fallback``: the runtime's own answer for a person it has not learned yet (nearest FER2013
-  class mean of the latent calibration, :mod:`clifer_edge.runtime.calibration`);
+  class mean of the latent calibration, :mod:`clifer_edge.models.calibration`);
 - ``logreg``: a multinomial logistic regression on encoder features of FER2013 Training faces
   (a stronger crowd classifier, trained on other people).
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 
 from clifer_edge.datasets import FaceDataset
 from clifer_edge.evaluation.features import prepare_faces
+from clifer_edge.evaluation.protocol import macro_f1
 from clifer_edge.evaluation.stats import mean_ci95
 
 #: ``predict(features [n, d]) -> labels`` of a person-independent classifier.
@@ -36,14 +36,7 @@ def score_subjects(
     per_subject: dict[str, float] = {}
     for data in subjects:
         predicted = np.asarray(predict(data.X_test), dtype=str)
-        score = f1_score(
-            data.y_test,
-            predicted,
-            labels=sorted(data.split.classes),
-            average="macro",
-            zero_division=0,
-        )
-        per_subject[str(data.subject)] = round(float(score), 12)
+        per_subject[str(data.subject)] = macro_f1(data.y_test, predicted, data.split.classes)
     mean, ci = mean_ci95(list(per_subject.values()))
     return {
         "name": name,

@@ -8,9 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+#: Fewest values with a confidence interval: from two, t = 12.7 makes the interval wider than
+#: the whole F1 range, so it would say nothing.
+MIN_CI_VALUES = 3
+
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t confidence interval (NaN half-width for one value).
+    """Mean and half-width of the 95% t confidence interval (NaN half-width for fewer than
+    :data:`MIN_CI_VALUES` values).
 
     Subjects are few (10 in JAFFE), so the t distribution, not the normal, gives the interval.
     """
@@ -18,7 +23,7 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     if array.size == 0:
         return math.nan, math.nan
     mean = float(array.mean())
-    if array.size < 2:
+    if array.size < MIN_CI_VALUES:
         return mean, math.nan
     sem = float(stats.sem(array))
     return mean, float(stats.t.ppf(0.975, array.size - 1) * sem)

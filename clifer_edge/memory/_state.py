@@ -131,6 +131,30 @@ class NetworkState:
                 f"temporal: a node has {out.max()} synapses > temporal_degree={temporal_degree}"
             )
 
+    def subset(self, keep: np.ndarray) -> NetworkState:
+        """The network with only the nodes where ``keep`` is True (renumbered in order), the edges
+        and temporal synapses between kept nodes, and the same clock."""
+        keep = np.asarray(keep, dtype=bool)
+        new_index = np.cumsum(keep) - 1
+
+        def pairs(pairs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # Renumbering is monotone, so the sorted order of the kept pairs is preserved.
+            both = keep[pairs[:, 0]] & keep[pairs[:, 1]] if pairs.size else np.zeros(0, bool)
+            return new_index[pairs[both]].astype(np.int64).reshape(-1, 2), values[both]
+
+        edges, stamps = pairs(self.edges, self.edge_stamps)
+        temporal, counts = pairs(self.temporal, self.temporal_counts)
+        return NetworkState(
+            weights=self.weights[keep].copy(),
+            habituation=self.habituation[keep].copy(),
+            histograms=self.histograms[keep].copy(),
+            edges=edges,
+            edge_stamps=stamps.copy(),
+            temporal=temporal,
+            temporal_counts=counts.copy(),
+            clock=self.clock,
+        )
+
     def equals(self, other: NetworkState) -> bool:
         """Bit-exact equality of all arrays and the clock."""
         return self.clock == other.clock and all(

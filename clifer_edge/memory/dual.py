@@ -6,10 +6,16 @@ best-matching prototypes and adapts strongly only where it still gets the label 
 synapses between consecutive BMUs let the episodic memory re-generate short trajectories of past
 activity (RNATs), which are replayed into both memories so that learning new expressions does not
 erase old ones. CLIFER (Churamani & Gunes 2020) uses this memory per person on top of face latents.
+
+Imagined samples (a person's faces rendered under expressions they have not shown yet) are kept
+apart, in a third, episodic-style network, and *yield to real faces*: an imagined node answers only
+for a class not learned for real, and only where it lies nearer to the query than every real
+episodic node; once a class is learned for real, its imagined nodes are pruned.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -17,13 +23,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from clifer_edge.memory.config import GDMConfig
+from clifer_edge.memory.config import GDMConfig, GWRConfig
+from clifer_edge.memory.persistence import (
+    MemoryFileError,
+    MemoryRecord,
+    read_memory_file,
+    write_memory_file,
+)
 from clifer_edge.memory.reference import ReferenceGWR
 
 __all__ = ["GrowingDualMemory", "NotFittedError"]
 
 MemoryName = Literal["episodic", "semantic"]
 _MEMORIES = ("episodic", "semantic")
+#: Every network a memory can hold (the imagined one only once it has nodes).
+_NETWORKS = (*_MEMORIES, "imagined")
 
 
 class NotFittedError(ValueError):
@@ -78,17 +92,33 @@ class GrowingDualMemory:
     Attributes
     ----------
     labels_ : list of str
-        Every label seen so far, in order of first appearance (the columns of
-        :meth:`predict_proba`).
+        Every label learned for real (from real samples), in order of first appearance.
+    classes_ : list of str
+        Every label, real or imagined, in order of first appearance (the columns of
+        :meth:`predict_proba`; it only ever grows, so its order is stable).
     n_features_in_ : int
         Input dimension, fixed by the first :meth:`partial_fit`.
     episodic_, semantic_ : network
-        The two GWR networks (compiled or reference implementation).
+        The two GWR networks of real samples (compiled or reference implementation); their
+        label histograms have the columns of ``labels_``.
+    imagined_ : network or None
+        The network of imagined samples (episodic settings; histogram columns of ``classes_``),
+        None while there are no imagined nodes.
     n_episodes_ : int
-        Number of successful :meth:`partial_fit` calls.
+        Number of :meth:`partial_fit` calls that changed the memory, real or imagined (a caller
+        can tell from it whether the memory learned since it last saved it).
 
     Notes
     -----
+    Imagined knowledge yields to real knowledge. ``partial_fit(X, labels, imagined=True)`` trains
+    only ``imagined_``; samples of a class already learned for real are skipped, and when a class
+    is learned for real, the imagined nodes labelled with it (argmax of their histogram) are
+    pruned. :meth:`predict` and :meth:`predict_proba` give the real memory's answer, except for a
+    query whose nearest imagined node is strictly nearer than its nearest real *episodic* node
+    (for both ``memory`` values: the episodic memory is the fine record of the real faces): that
+    imagined node answers instead. Imagined samples never reach the real networks, ``labels_``,
+    :meth:`replay` or :meth:`episodic_prototypes`.
+
     One memory is not safe to use from two threads at once: the compiled training loop releases
     the GIL while it updates the buffers in place, so a caller that learns in one thread (e.g.
     idle-time imagination) and predicts in another must hold one lock per memory.
@@ -191,7 +221,9 @@ class GrowingDualMemory:
             config.a_dec,
         )
 
-    def partial_fit(self, X: Any, labels: Sequence[str]) -> GrowingDualMemory:
+    def partial_fit(
+        self, X: Any, labels: Sequence[str], imagined: bool = False
+    ) -> GrowingDualMemory:
         """Learn one episode: the episodic memory on X, then the semantic memory on its BMUs.
 
         Parameters
@@ -200,6 +232,10 @@ class GrowingDualMemory:
             One episode (e.g. a handful of face latents), in presentation order.
         labels : sequence of str, length n_samples
             The expression of each sample; a label never seen before opens a new class.
+        imagined : bool
+            True for imagined samples: they train only the imagined network (``imagined_``),
+            except those of a class already learned for real, which are skipped (see the class
+            notes). A real episode prunes the imagined nodes of the classes it learns.
 
         Returns
         -------
@@ -210,7 +246,11 @@ class GrowingDualMemory:
         ValueError
             On a bad config, an empty batch, a wrong dimension, non-finite values or a
             label/sample count mismatch; the memory is then unchanged.
+        NotFittedError
+            For imagined samples before any real one (imagination starts from real faces).
         """
+        if imagined:
+            return self._fit_imagined(X, labels)
         first = not hasattr(self, "labels_")
         # The settings are fixed by the first episode (a network cannot change its context depth).
         config = self._resolved_config() if first else self.config_
@@ -235,7 +275,10 @@ class GrowingDualMemory:
             self.n_episodes_ = 0
             self.rng_ = np.random.default_rng(self.seed)
             self.config_ = config
+            self.imagined_ = None
+            self.classes_: list[str] = []
         self.labels_ = label_list
+        self.classes_ += [name for name in label_list if name not in self.classes_]
         for network in (self.episodic_, self.semantic_):
             network.ensure_labels(len(label_list))
         self.episodic_.train(X, y, config.epochs)
@@ -243,7 +286,52 @@ class GrowingDualMemory:
         recalled = np.ascontiguousarray(self.episodic_.prototypes()[bmus], dtype=np.float32)
         self.semantic_.train(recalled, y, config.epochs)
         self.n_episodes_ += 1
+        self._prune_imagined()
         return self
+
+    def _fit_imagined(self, X: Any, labels: Sequence[str]) -> GrowingDualMemory:
+        if not hasattr(self, "labels_"):
+            raise NotFittedError(
+                "imagined samples need a memory that learned real faces first; "
+                "call partial_fit(X, labels) on real samples before partial_fit(..., imagined=True)"
+            )
+        X = self._check_X(X)
+        names = self._check_labels(labels, X.shape[0])
+        real = set(self.labels_)
+        rows = [i for i, name in enumerate(names) if name not in real]
+        if not rows:
+            return self
+        classes = list(self.classes_)
+        classes += [name for name in dict.fromkeys(names[i] for i in rows) if name not in classes]
+        index = {name: i for i, name in enumerate(classes)}
+        y = np.array([index[names[i]] for i in rows], dtype=np.int64)
+        samples = np.ascontiguousarray(X[rows])
+        network = self.imagined_
+        if network is None:
+            network = self._new_network(self.config_, "episodic", self.n_features_in_)
+        # Nothing below can fail on valid input: commit the new state.
+        self.imagined_, self.classes_ = network, classes
+        network.ensure_labels(len(classes))
+        network.train(samples, y, self.config_.epochs)
+        self.n_episodes_ += 1
+        return self
+
+    def _imagined_labels(self) -> np.ndarray:
+        """Each imagined node's label: the ``classes_`` index of its histogram's argmax."""
+        return np.argmax(self.imagined_.label_histograms()[:, : len(self.classes_)], axis=1)
+
+    def _prune_imagined(self) -> None:
+        """Drop the imagined nodes of classes learned for real (they would never answer again)."""
+        if self.imagined_ is None:
+            return
+        real = np.isin(np.asarray(self.classes_), self.labels_)
+        keep = ~real[self._imagined_labels()]
+        if keep.all():
+            return
+        if not keep.any():
+            self.imagined_ = None
+            return
+        self.imagined_.set_state(self.imagined_.get_state().subset(keep))
 
     def replay(self) -> GrowingDualMemory:
         """Pseudo-rehearsal: replay RNATs generated by the episodic memory into both memories.
@@ -284,6 +372,11 @@ class GrowingDualMemory:
     def predict_proba(self, X: Any, memory: MemoryName = "semantic") -> np.ndarray:
         """Per-class scores: the BMU's label histogram, normalised.
 
+        The BMU is that of the chosen real memory, unless the query's nearest imagined node of a
+        class not learned for real is strictly nearer than its nearest real episodic node; then
+        the row is that imagined node's histogram with the columns of real classes set to 0,
+        normalised. A BMU with an empty histogram gives equal scores to the real classes.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -291,23 +384,46 @@ class GrowingDualMemory:
 
         Returns
         -------
-        ndarray of shape (n_samples, len(labels_)), float64
-            Rows sum to 1; the row maximum is the confidence of :meth:`predict`.
+        ndarray of shape (n_samples, len(classes_)), float64
+            Columns in ``classes_`` order (equal to ``labels_`` without imagination); rows sum
+            to 1; the row maximum is the confidence of :meth:`predict`.
         """
         self._check_fitted()
         memory = self._check_memory(memory)
         X = self._check_X(X)
         network = self._network(memory)
         bmus, _ = network.nearest(X)
-        scores = network.label_histograms()[bmus, : len(self.labels_)].astype(np.float64)
-        totals = scores.sum(axis=1, keepdims=True)
+        n_real = len(self.labels_)
+        real = network.label_histograms()[bmus, :n_real].astype(np.float64)
+        totals = real.sum(axis=1, keepdims=True)
         empty = totals[:, 0] <= 0
-        scores[empty] = 1.0
-        totals[empty] = scores.shape[1]
-        return scores / totals
+        real[empty] = 1.0
+        totals[empty] = n_real
+        column = {name: i for i, name in enumerate(self.classes_)}
+        scores = np.zeros((X.shape[0], len(self.classes_)), dtype=np.float64)
+        scores[:, [column[name] for name in self.labels_]] = real / totals
+        if self.imagined_ is not None:
+            self._imagined_answers(X, scores)
+        return scores
+
+    def _imagined_answers(self, X: np.ndarray, scores: np.ndarray) -> None:
+        """Overwrite, in place, the rows that an imagined node answers (see predict_proba)."""
+        is_real = np.isin(np.asarray(self.classes_), self.labels_)
+        active = np.flatnonzero(~is_real[self._imagined_labels()])
+        if active.size == 0:
+            return
+        nodes, distance = _nearest_rows(X, self.imagined_.prototypes()[active])
+        _, real_distance = self.episodic_.nearest(X)
+        wins = np.flatnonzero(distance < real_distance)
+        if wins.size == 0:
+            return
+        rows = self.imagined_.label_histograms()[active[nodes[wins]], : len(self.classes_)]
+        rows = np.where(is_real, 0.0, rows.astype(np.float64))
+        scores[wins] = rows / rows.sum(axis=1, keepdims=True)
 
     def predict(self, X: Any, memory: MemoryName = "semantic") -> list[str]:
-        """The label of each sample's BMU (argmax of its histogram; ties to the earlier label).
+        """The argmax of :meth:`predict_proba` (ties to the earlier class of ``classes_``): the real
+        BMU's label, or an imagined node's where it yields no real knowledge (class notes).
 
         Parameters
         ----------
@@ -319,10 +435,11 @@ class GrowingDualMemory:
         list of str, length n_samples
         """
         proba = self.predict_proba(X, memory=memory)
-        return [self.labels_[i] for i in np.argmax(proba, axis=1)]
+        return [self.classes_[i] for i in np.argmax(proba, axis=1)]
 
     def episodic_prototypes(self) -> tuple[np.ndarray, list[str]]:
-        """Episodic nodes' prototypes and labels (the faces the robot can imagine from).
+        """Episodic nodes' prototypes and labels (real faces only: the faces the robot can
+        imagine from).
 
         Returns
         -------
@@ -337,14 +454,17 @@ class GrowingDualMemory:
     def stats(self) -> dict[str, Any]:
         """Sizes for monitoring: features, labels, nodes and edges of each memory.
 
-        Works before fitting too (then with zero nodes and ``n_features`` None).
+        ``labels`` are those learned for real, ``classes`` adds the imagined ones; ``imagined``
+        counts the nodes and edges of imagined knowledge. Works before fitting too (then with
+        zero nodes and ``n_features`` None).
         """
         out: dict[str, Any] = {
             "n_features": getattr(self, "n_features_in_", None),
             "labels": list(getattr(self, "labels_", [])),
+            "classes": list(getattr(self, "classes_", [])),
             "n_episodes": getattr(self, "n_episodes_", 0),
         }
-        for name in _MEMORIES:
+        for name in _NETWORKS:
             network = getattr(self, f"{name}_", None)
             out[name] = {
                 "nodes": 0 if network is None else network.n_nodes,
@@ -353,6 +473,37 @@ class GrowingDualMemory:
         if hasattr(self, "episodic_"):
             out["backend"] = "numpy" if isinstance(self.episodic_, ReferenceGWR) else "cython"
         return out
+
+    def set_max_nodes(self, episodic: int, semantic: int) -> GrowingDualMemory:
+        """Change each network's node bound (e.g. a loaded memory under a new configuration).
+
+        A network that already holds more nodes keeps them but does not grow any further. The
+        imagined network follows the episodic bound.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        NotFittedError
+            Before the first :meth:`partial_fit` (set ``config`` instead).
+        ValueError
+            If a bound is out of range.
+        """
+        self._check_fitted()
+        changed = {
+            name: GWRConfig.from_dict(
+                {"max_nodes": bound}, base=getattr(self.config_, name), where=name
+            )
+            for name, bound in (("episodic", episodic), ("semantic", semantic))
+        }
+        self.config_ = dataclasses.replace(self.config_, **changed)
+        for name in _MEMORIES:
+            self._network(name).config = getattr(self.config_, name)
+        if self.imagined_ is not None:
+            self.imagined_.config = self.config_.episodic
+        return self
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -366,10 +517,22 @@ class GrowingDualMemory:
         OSError
             If the file cannot be written; an existing file is then left as it was.
         """
-        from clifer_edge.memory.persistence import save_memory
-
         self._check_fitted()
-        save_memory(self, path)
+        record = MemoryRecord(
+            config=self.config_,
+            labels=list(self.labels_),
+            n_features=int(self.n_features_in_),
+            n_episodes=int(self.n_episodes_),
+            seed=self.seed if isinstance(self.seed, int) else None,
+            rng_state=self.rng_.bit_generator.state,
+            networks={
+                name: network.get_state()
+                for name in _NETWORKS
+                if (network := getattr(self, f"{name}_")) is not None
+            },
+            classes=list(self.classes_),
+        )
+        write_memory_file(record, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GrowingDualMemory:
@@ -382,6 +545,44 @@ class GrowingDualMemory:
         MemoryFileError
             If the file is damaged, truncated, not a memory file or from a newer version.
         """
-        from clifer_edge.memory.persistence import load_memory
+        record = read_memory_file(path)
+        config = record.config
+        memory = cls(config=config, seed=record.seed or 0)
+        networks = {}
+        try:
+            for name, state in record.networks.items():
+                imagined = name == "imagined"
+                # The imagined network has the episodic network's settings.
+                which = "episodic" if imagined else name
+                network = memory._new_network(config, which, record.n_features)
+                network.ensure_labels(len(record.classes if imagined else record.labels))
+                network.set_state(state)
+                networks[name] = network
+        except (TypeError, ValueError) as error:
+            raise MemoryFileError(f"{path}: inconsistent memory file ({error})") from None
+        rng = np.random.default_rng()
+        rng.bit_generator.state = record.rng_state
+        memory.config_ = config
+        memory.labels_ = list(record.labels)
+        memory.n_features_in_ = record.n_features
+        memory.n_episodes_ = record.n_episodes
+        memory.rng_ = rng
+        memory.classes_ = list(record.classes)
+        memory.episodic_ = networks["episodic"]
+        memory.semantic_ = networks["semantic"]
+        memory.imagined_ = networks.get("imagined")
+        return memory
 
-        return load_memory(path)
+
+def _nearest_rows(X: np.ndarray, prototypes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each row's nearest prototype and that Euclidean distance (float64)."""
+    P = prototypes.astype(np.float64)
+    squared = np.einsum("nd,nd->n", P, P)
+    index = np.empty(X.shape[0], dtype=np.int64)
+    distance = np.empty(X.shape[0], dtype=np.float64)
+    for start in range(0, X.shape[0], 256):
+        x = X[start : start + 256].astype(np.float64)
+        d = np.einsum("nd,nd->n", x, x)[:, None] - 2.0 * x @ P.T + squared[None, :]
+        index[start : start + 256] = np.argmin(d, axis=1)
+        distance[start : start + 256] = np.sqrt(np.maximum(d.min(axis=1), 0.0))
+    return index, distance

@@ -3,9 +3,12 @@
 A memory file is an uncompressed npz archive (read with ``allow_pickle=False``) holding each
 network's canonical state arrays plus one ``header`` array: UTF-8 JSON with the format name, the
 schema version, the config, the label names, the random-generator state and a SHA-256 checksum over
-the header and every array. It is written atomically (temporary file in the same directory, fsync,
-rename), so a crash or a full disk never leaves a half-written memory in place of a good one, and a
-file that fails any check is rejected with :class:`MemoryFileError` without touching anything.
+the header and every array. Schema 2 adds the imagined network (when the memory has one) and the
+``classes`` list (real and imagined labels, the columns of ``predict_proba``); files of schema 1
+still load, as a memory without imagined knowledge. It is written atomically (temporary file in
+the same directory, fsync, rename), so a crash or a full disk never leaves a half-written memory in
+place of a good one, and a file that fails any check is rejected with :class:`MemoryFileError`
+without touching anything.
 """
 
 from __future__ import annotations
@@ -13,32 +16,58 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
-import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from clifer_edge.fileio import atomic_savez
+from clifer_edge.fileio import atomic_savez, read_npz
 from clifer_edge.memory._state import NetworkState
 from clifer_edge.memory.config import GDMConfig
 
-if TYPE_CHECKING:
-    from clifer_edge.memory.dual import GrowingDualMemory
-
-__all__ = ["FORMAT", "SCHEMA_VERSION", "MemoryFileError", "load_memory", "save_memory"]
+__all__ = [
+    "FORMAT",
+    "SCHEMA_VERSION",
+    "MemoryFileError",
+    "MemoryRecord",
+    "read_memory_file",
+    "write_memory_file",
+]
 
 #: Identifies clifer-edge memory files among other npz archives.
 FORMAT = "clifer-edge-gdm"
 #: Bumped whenever the layout changes; files with a larger version are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _NETWORKS = ("episodic", "semantic")
+#: The network of imagined samples (schema >= 2, present only when it has nodes).
+_IMAGINED = "imagined"
 
 
 class MemoryFileError(ValueError):
     """A memory file is damaged, truncated, not a memory file, or from a newer version."""
+
+
+@dataclass
+class MemoryRecord:
+    """Everything a memory file holds: the fitted state of a :class:`GrowingDualMemory`.
+
+    The memory turns itself into a record (:meth:`GrowingDualMemory.save`) and back
+    (:meth:`GrowingDualMemory.load`); this module only reads and writes records.
+    """
+
+    config: GDMConfig
+    labels: list[str]
+    n_features: int
+    n_episodes: int
+    seed: int | None
+    rng_state: dict[str, Any]
+    #: ``episodic`` and ``semantic`` network states (histogram columns: ``labels``), and
+    #: ``imagined`` if the memory has imagined nodes (histogram columns: ``classes``).
+    networks: dict[str, NetworkState]
+    #: Every label, real or imagined, in order of first appearance (``labels`` is a subset).
+    classes: list[str]
 
 
 def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
@@ -51,25 +80,28 @@ def _checksum(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def save_memory(memory: GrowingDualMemory, path: str | os.PathLike[str]) -> None:
-    """Write a fitted memory to ``path`` atomically (inputs already validated)."""
+def write_memory_file(record: MemoryRecord, path: str | os.PathLike[str]) -> None:
+    """Write a memory record to ``path`` atomically (inputs already validated)."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
     clocks = {}
-    for name in _NETWORKS:
-        state: NetworkState = getattr(memory, f"{name}_").get_state()
+    for name in (*_NETWORKS, _IMAGINED):
+        if name not in record.networks:
+            continue
+        state = record.networks[name]
         for key in NetworkState.FIELDS:
             arrays[f"{name}.{key}"] = getattr(state, key)
         clocks[name] = state.clock
     header: dict[str, Any] = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
-        "config": memory.config_.to_dict(),
-        "labels": list(memory.labels_),
-        "n_features": int(memory.n_features_in_),
-        "n_episodes": int(memory.n_episodes_),
-        "seed": memory.seed if isinstance(memory.seed, int) else None,
-        "rng_state": memory.rng_.bit_generator.state,
+        "config": record.config.to_dict(),
+        "labels": list(record.labels),
+        "classes": list(record.classes),
+        "n_features": int(record.n_features),
+        "n_episodes": int(record.n_episodes),
+        "seed": record.seed,
+        "rng_state": record.rng_state,
         "clocks": clocks,
     }
     header["checksum"] = _checksum(header, arrays)
@@ -79,24 +111,20 @@ def save_memory(memory: GrowingDualMemory, path: str | os.PathLike[str]) -> None
 
 def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise MemoryFileError(f"{path}: not a clifer-edge memory file (a bare .npy array)")
-        with archive:
-            if "header" not in archive.files:
-                raise MemoryFileError(
-                    f"{path}: not a clifer-edge memory file "
-                    f"(npz without a header; has {archive.files[:5]})"
-                )
-            arrays = {key: archive[key] for key in archive.files}
-    except MemoryFileError:
-        raise
+        arrays = read_npz(path)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+    except ValueError as error:
+        if str(error).startswith("a bare"):
+            raise MemoryFileError(f"{path}: not a clifer-edge memory file ({error})") from None
         raise MemoryFileError(
             f"{path}: not a readable memory file (damaged or truncated: {error})"
         ) from None
+    if "header" not in arrays:
+        raise MemoryFileError(
+            f"{path}: not a clifer-edge memory file "
+            f"(npz without a header; has {sorted(arrays)[:5]})"
+        )
     raw = arrays.pop("header")
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise MemoryFileError(
@@ -125,8 +153,8 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
-def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
-    """Read a memory file written by :func:`save_memory`.
+def read_memory_file(path: str | os.PathLike[str]) -> MemoryRecord:
+    """Read and check a memory file written by :func:`write_memory_file`.
 
     Raises
     ------
@@ -135,8 +163,6 @@ def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
     MemoryFileError
         If the file is damaged, truncated, not a memory file or from a newer schema version.
     """
-    from clifer_edge.memory.dual import GrowingDualMemory, network_class
-
     path = Path(path)
     header, arrays = _read_archive(path)
     try:
@@ -151,40 +177,46 @@ def load_memory(path: str | os.PathLike[str]) -> GrowingDualMemory:
             raise ValueError(f"labels={labels!r} has duplicates")
         if not isinstance(n_features, int) or n_features < 1:
             raise ValueError(f"n_features={n_features!r} should be an int >= 1")
+        # Schema 1 had no imagined network: its classes are its labels.
+        classes = header["classes"] if header["schema_version"] >= 2 else list(labels)
+        if not (isinstance(classes, list) and all(isinstance(x, str) and x for x in classes)):
+            raise ValueError(f"classes={classes!r} should be a list of str")
+        if len(set(classes)) != len(classes) or not set(labels) <= set(classes):
+            raise ValueError(f"classes={classes!r} should hold every label once")
         networks = {}
-        for name in _NETWORKS:
+        names = [*_NETWORKS, *([_IMAGINED] if _IMAGINED in header["clocks"] else [])]
+        for name in names:
             state = NetworkState(
                 **{key: arrays[f"{name}.{key}"] for key in NetworkState.FIELDS},
                 clock=int(header["clocks"][name]),
             )
-            gwr = getattr(config, name)
+            # The imagined network has the episodic network's settings.
+            gwr = config.episodic if name == _IMAGINED else getattr(config, name)
             state.validate(gwr.max_degree, gwr.temporal_degree)
             if state.weights.shape[1:] != (config.context_depth + 1, n_features):
                 raise ValueError(
                     f"{name} weights of shape {state.weights.shape}, expected "
                     f"[N, {config.context_depth + 1}, {n_features}]"
                 )
-            if state.histograms.shape[1] != len(labels):
+            columns = classes if name == _IMAGINED else labels
+            if state.histograms.shape[1] != len(columns):
                 raise ValueError(
                     f"{name} histograms have {state.histograms.shape[1]} columns "
-                    f"for {len(labels)} labels"
+                    f"for {len(columns)} labels"
                 )
-            network = network_class(config.backend)(
-                gwr, n_features, config.context_depth, config.beta, config.a_inc, config.a_dec
-            )
-            network.ensure_labels(len(labels))
-            network.set_state(state)
-            networks[name] = network
-        rng = np.random.default_rng()
-        rng.bit_generator.state = header["rng_state"]
-        memory = GrowingDualMemory(config=config, seed=header.get("seed") or 0)
-        memory.config_ = config
-        memory.labels_ = list(labels)
-        memory.n_features_in_ = n_features
-        memory.n_episodes_ = int(header["n_episodes"])
-        memory.rng_ = rng
-        memory.episodic_ = networks["episodic"]
-        memory.semantic_ = networks["semantic"]
+            networks[name] = state
+        rng_state = header["rng_state"]
+        np.random.default_rng().bit_generator.state = rng_state  # checks it before use
+        record = MemoryRecord(
+            config=config,
+            labels=list(labels),
+            n_features=n_features,
+            n_episodes=int(header["n_episodes"]),
+            seed=header.get("seed"),
+            rng_state=rng_state,
+            networks=networks,
+            classes=list(classes),
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise MemoryFileError(f"{path}: inconsistent memory file ({error})") from None
-    return memory
+    return record

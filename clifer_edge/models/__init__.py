@@ -1,4 +1,6 @@
-"""The exported Imagination model on the robot: LiteRT loader, encoder and generator wrappers.
+"""The exported Imagination model on the robot: LiteRT loader, encoder and generator wrappers,
+the encoder's latent calibration (memory space + person-independent fallback) and
+:class:`~clifer_edge.models.files.ModelFiles`, the one place that finds these files.
 
 No TensorFlow here: the models run with ``ai_edge_litert`` (falling back to ``tflite_runtime``, then
 ``tf.lite`` only when nothing else is installed). The default int8 models ship in ``default/``.
@@ -6,11 +8,18 @@ No TensorFlow here: the models run with ``ai_edge_litert`` (falling back to ``tf
 
 from __future__ import annotations
 
-from clifer_edge.models.imagination import (
-    DEFAULT_MODEL_DIR,
+from clifer_edge.models.calibration import CalibrationError, LatentCalibration
+from clifer_edge.models.encoder_generator import (
+    METADATA_FILENAME,
     Encoder,
     Generator,
     ModelMetadata,
+)
+from clifer_edge.models.files import (
+    DEFAULT_MODEL_DIR,
+    VARIANTS,
+    ModelFiles,
+    calibration_filename,
     load_default_models,
     model_filename,
 )
@@ -18,11 +27,17 @@ from clifer_edge.models.litert import ModelFileError, TFLiteModel, interpreter_c
 
 __all__ = [
     "DEFAULT_MODEL_DIR",
+    "METADATA_FILENAME",
+    "VARIANTS",
+    "CalibrationError",
     "Encoder",
     "Generator",
+    "LatentCalibration",
     "ModelFileError",
+    "ModelFiles",
     "ModelMetadata",
     "TFLiteModel",
+    "calibration_filename",
     "interpreter_class",
     "load_default_models",
     "model_filename",

@@ -145,9 +145,9 @@ PARAMETERS: dict[str, Param] = {
     "idle_timeout_s": Param(10.0, "Seconds without faces after which the robot counts as idle.",
                             True, 0.5, 3600.0),
     "imagination_enabled": Param(True, "Imagine unseen expressions during idle time.", True),
-    "imagination_budget_s": Param(0.2, "Time budget of one imagination chunk (s); an arriving "
-                                  "face stops it at its next step.", True, 0.01, 5.0),
-    "imagination_period_s": Param(1.0, "Seconds between imagination chunks while idle.",
+    "imagination_budget_s": Param(0.2, "Imagination time per timer tick (s); an arriving face "
+                                  "stops it after the step in progress.", True, 0.01, 5.0),
+    "imagination_period_s": Param(1.0, "Seconds between imagination ticks while idle.",
                                   False, 0.05, 600.0),
     "max_image_side": Param(4096, "Larger images are refused (protects the robot's memory).",
                             True, 16, 16384),
@@ -205,7 +205,7 @@ class ExpressionNode(Node):
         self._last_face_time = time.monotonic()
         self._idle_signal: bool | None = None
         self._imagining = False
-        self._imagined_chunks = 0
+        self._imagination_calls = 0
         self._closed = False
         self._error_logged: dict[str, float] = {}
         self._failures_reported = 0
@@ -525,7 +525,7 @@ class ExpressionNode(Node):
         finally:
             self._imagining = False
         if report is not None:
-            self._imagined_chunks += 1
+            self._imagination_calls += 1
             self.get_logger().debug(f"imagination: {report}")
 
     # ------------------------------------------------------------------ services
@@ -620,7 +620,7 @@ class ExpressionNode(Node):
             "latency p99 (ms)": f"{np.percentile(latencies, 99):.1f}" if latencies.size else "",
             "idle": self.is_idle(),
             "imagining": self._imagining,
-            "imagination chunks": self._imagined_chunks,
+            "imagination calls": self._imagination_calls,
             "tracked faces": len(self._face_subs) or len(self._face_pubs),
             "last error": stats.last_error,
         }

@@ -10,14 +10,20 @@ and checks every key, type and range; the ``gdm`` section is validated by
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from clifer_edge.models.files import ModelFiles
 
 #: The documented default configuration shipped with the package.
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -37,7 +43,7 @@ class ModelsConfig:
     #: Expected model input side; ``None`` = from the metadata, a number is checked against it.
     image_size: int | None = None
     #: Latent calibration (standardisation for the memories + fallback classifier, see
-    #: :mod:`clifer_edge.runtime.calibration`); ``None`` means
+    #: :mod:`clifer_edge.models.calibration`); ``None`` means
     #: ``<directory>/calibration_<variant>.npz``.
     calibration: str | None = None
 
@@ -72,6 +78,11 @@ class PersonsConfig:
     identity_threshold: float = 0.25
     #: Person memories held in RAM; the least recently seen are saved and evicted.
     max_in_ram: int = 8
+    #: Persons never labelled (no memory, only an identity centroid) kept on disk; beyond it the
+    #: least recently seen are deleted. Labelled persons are only deleted by ``forget``.
+    max_unlabelled: int = 1000
+    #: Days after their last sighting when never-labelled persons are deleted.
+    unlabelled_max_age_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,8 @@ class LearningConfig:
     recent_faces: int = 32
     #: Faces used by ``teach`` when the caller does not say how many.
     teach_recent: int = 8
+    #: Expression labels one person may have (a new label beyond it is refused).
+    max_labels: int = 32
 
 
 @dataclass(frozen=True)
@@ -113,11 +126,9 @@ class ImaginationConfig:
     budget_s: float = 0.5
     #: Episodic prototypes imagined per preemptible chunk (x the other expressions).
     chunk_prototypes: int = 4
-    #: Mix RNAT pseudo-replay of what is already known into each imagined episode.
-    replay: bool = True
     #: Imagine ``z + E(G(z, c)) - E(G(z, own))`` instead of ``E(G(z, c))``: keeps only the
     #: generator's change of expression, cancelling its reconstruction error (see
-    #: :func:`clifer_edge.runtime.imagination.imagine_latents`).
+    #: :func:`clifer_edge.imagination.imagine_latents`).
     residual: bool = False
     #: A prototype that moved further than this (Euclidean, in the memories' standardised space)
     #: since it was imagined is imagined again.
@@ -148,6 +159,13 @@ class RuntimeConfig:
         """The memory directory with ``~`` and environment variables expanded."""
         return Path(os.path.expandvars(os.path.expanduser(self.memory.directory)))
 
+    def model_files(self) -> ModelFiles:
+        """The configured model, metadata and calibration files (see ``models.*``)."""
+        from clifer_edge.models.files import ModelFiles
+
+        models = self.models
+        return ModelFiles.locate(models.directory, models.variant, models.calibration)
+
 
 #: Allowed values of string keys.
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -156,23 +174,27 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "memory.answer": ("episodic", "semantic"),
 }
 
-#: Inclusive lower bounds (and optional upper bounds) of numeric keys.
-_RANGES: dict[str, tuple[float, float | None]] = {
+#: Inclusive bounds of numeric keys (every number is bounded: a robot must not accept a budget
+#: of infinity or an episode of 10^12 faces).
+_RANGES: dict[str, tuple[float, float]] = {
     "models.num_threads": (1, 64),
     "models.image_size": (8, 1024),
-    "faces.min_face_size": (8, None),
+    "faces.min_face_size": (8, 8192),
     "faces.margin": (0.0, 1.0),
-    "faces.max_faces": (1, None),
+    "faces.max_faces": (1, 64),
     "persons.identity_threshold": (0.0, 2.0),
-    "persons.max_in_ram": (1, None),
-    "memory.max_nodes": (2, None),
-    "learning.episode_size": (1, None),
-    "learning.recent_faces": (1, None),
-    "learning.teach_recent": (1, None),
-    "imagination.idle_timeout_s": (0.0, None),
-    "imagination.budget_s": (0.001, None),
-    "imagination.chunk_prototypes": (1, None),
-    "imagination.reimagine_distance": (0.0, None),
+    "persons.max_in_ram": (1, 1024),
+    "persons.max_unlabelled": (0, 1_000_000),
+    "persons.unlabelled_max_age_days": (0.0, 36500.0),
+    "memory.max_nodes": (2, 100_000),
+    "learning.episode_size": (1, 4096),
+    "learning.recent_faces": (1, 4096),
+    "learning.teach_recent": (1, 4096),
+    "learning.max_labels": (1, 1000),
+    "imagination.idle_timeout_s": (0.0, 86400.0),
+    "imagination.budget_s": (0.001, 3600.0),
+    "imagination.chunk_prototypes": (1, 1024),
+    "imagination.reimagine_distance": (0.0, 1000.0),
 }
 
 _SECTIONS: dict[str, type] = {
@@ -286,8 +308,8 @@ def _check_value(key: str, hint: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"config key {key!r} must be a number, got {value!r}")
         value = float(value)
-        if value != value:  # NaN
-            raise ValueError(f"config key {key!r} must be a number, got NaN")
+        if not math.isfinite(value):
+            raise ValueError(f"config key {key!r} must be a finite number, got {value!r}")
     elif kind is str:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"config key {key!r} must be a non-empty string, got {value!r}")
@@ -295,9 +317,8 @@ def _check_value(key: str, hint: Any, value: Any) -> Any:
         raise ValueError(f"config key {key!r} is {value!r}, should be one of {list(_CHOICES[key])}")
     if key in _RANGES:
         low, high = _RANGES[key]
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ValueError(f"config key {key!r} is {value!r}, should be {bound}")
+        if not low <= value <= high:
+            raise ValueError(f"config key {key!r} is {value!r}, should be in [{low}, {high}]")
     return value
 
 
@@ -308,3 +329,30 @@ def _validate_gdm(gdm: dict[str, Any]) -> None:
         GDMConfig.from_dict(gdm)
     except ValueError as error:
         raise ValueError(f"config section 'gdm': {error}") from None
+
+
+def default_memory_factory(gdm: dict[str, Any], max_nodes: int) -> Callable[[str], Any]:
+    """A factory of fresh memories with the configured GDM parameters and node bound.
+
+    The seed is derived from the person id, so a person's memory grows the same way on every run.
+    """
+    from clifer_edge.memory import GDMConfig, GrowingDualMemory
+
+    config = GDMConfig.from_dict(_with_max_nodes(GDMConfig, gdm, max_nodes))
+
+    def make(person_id: str) -> GrowingDualMemory:
+        return GrowingDualMemory(config=config, seed=zlib.crc32(person_id.encode("utf-8")))
+
+    return make
+
+
+def _with_max_nodes(config_cls: Any, gdm: dict[str, Any], max_nodes: int) -> dict[str, Any]:
+    """Put the runtime's node bound into both networks' settings unless the GDM section sets one."""
+    defaults = config_cls().to_dict()
+    out = dict(gdm)
+    for network in ("episodic", "semantic"):
+        if isinstance(defaults.get(network), dict) and "max_nodes" in defaults[network]:
+            settings = dict(out.get(network) or {})
+            settings.setdefault("max_nodes", max_nodes)
+            out[network] = settings
+    return out

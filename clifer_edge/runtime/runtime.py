@@ -19,39 +19,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from clifer_edge.datasets import DatasetError
 from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import canonical_label
+from clifer_edge.models.calibration import CalibrationError, LatentCalibration
+from clifer_edge.models.files import source_file
 from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
-from clifer_edge.runtime.calibration import (
-    CalibrationError,
-    LatentCalibration,
-    build_calibration,
-)
-from clifer_edge.runtime.config import RuntimeConfig, load_config
-from clifer_edge.runtime.imagination import ImaginationReport, ImaginationScheduler, _append
+from clifer_edge.runtime.config import RuntimeConfig, default_memory_factory, load_config
+from clifer_edge.runtime.identity import IdentityIndex
 from clifer_edge.runtime.persons import (
-    IdentityIndex,
+    EncoderInfo,
     PersonState,
     PersonStore,
-    default_memory_factory,
-    person_key,
+    Retention,
+    check_person_id,
 )
+from clifer_edge.runtime.scheduler import ImaginationReport, ImaginationScheduler
 
 logger = logging.getLogger(__name__)
-
-#: Real labelled latents remembered per person (where imagination may start from).
-MAX_REAL_LATENTS = 1024
 
 
 @dataclass(frozen=True)
@@ -96,105 +90,6 @@ class _Timings:
         }
 
 
-def default_model_directory() -> Path:
-    """The bundled default models: ``clifer_edge/models/default/``."""
-    return Path(__file__).resolve().parent.parent / "models" / "default"
-
-
-def model_paths(config: RuntimeConfig) -> tuple[Path, Path, Path]:
-    """(encoder, generator, metadata) file paths of the configured model variant."""
-    directory = Path(config.models.directory or default_model_directory()).expanduser()
-    variant = config.models.variant
-    return (
-        directory / f"encoder_{variant}.tflite",
-        directory / f"generator_{variant}.tflite",
-        directory / "metadata.json",
-    )
-
-
-def encoder_file(encoder: Any, config: RuntimeConfig) -> Path:
-    """The file an encoder was loaded from (the configured one if the object does not say)."""
-    for owner in (encoder, getattr(encoder, "model", None)):
-        path = getattr(owner, "path", None)
-        if path is not None:
-            return Path(path)
-    return model_paths(config)[0]
-
-
-def calibration_path(config: RuntimeConfig) -> Path:
-    """Where the latent calibration of the configured models lives."""
-    if config.models.calibration is not None:
-        return Path(config.models.calibration).expanduser()
-    encoder_path = model_paths(config)[0]
-    return encoder_path.parent / f"calibration_{config.models.variant}.npz"
-
-
-def find_calibration(
-    config: RuntimeConfig, encoder: Any, cache_dir: Path | None = None
-) -> LatentCalibration:
-    """The calibration of this encoder: the configured file, else a cached one, else built now.
-
-    Building needs FER2013 (``$CLIFER_DATA_DIR`` or ``../shared/data``) and takes a few seconds;
-    the result is cached in ``cache_dir`` as ``calibration-<encoder sha>.npz``.
-
-    Raises
-    ------
-    CalibrationError
-        If there is no usable calibration and none can be built.
-    """
-    path = encoder_file(encoder, config)
-    sha = sha256_file(path) if path.exists() else None
-    configured = calibration_path(config)
-    problems = []
-    candidates = [configured]
-    if cache_dir is not None and sha is not None:
-        candidates.append(cache_dir / f"calibration-{sha[:16]}.npz")
-    for candidate in candidates:
-        if candidate.exists():
-            try:
-                return LatentCalibration.load(candidate, encoder_sha256=sha)
-            except CalibrationError as error:
-                problems.append(str(error))
-    if sha is None or cache_dir is None:
-        raise CalibrationError(
-            f"no latent calibration for encoder {path} ({'; '.join(problems) or 'none found'}); "
-            "run `clifer-edge calibrate`"
-        )
-    logger.warning(
-        "no calibration for encoder %s (%s); building one from FER2013 into %s",
-        path.name,
-        "; ".join(problems) or f"{configured} missing",
-        candidates[-1],
-    )
-    try:
-        calibration, _ = build_calibration(encoder, path, progress=False)
-    except DatasetError as error:
-        raise CalibrationError(
-            f"no latent calibration for encoder {path} and FER2013 not found to build one "
-            f"({error}); run `clifer-edge calibrate --data FILE`"
-        ) from None
-    calibration.save(candidates[-1])
-    return calibration
-
-
-def load_models(config: RuntimeConfig) -> tuple[Any, Any]:
-    """Load the configured encoder and generator and check them against the configuration.
-
-    Raises
-    ------
-    ValueError
-        ``ModelFileError`` for a missing, truncated or mismatched model file, or a ValueError when
-        the metadata disagrees with ``models.image_size``.
-    """
-    from clifer_edge.models import Encoder, Generator
-
-    encoder_path, generator_path, metadata = model_paths(config)
-    threads = config.models.num_threads
-    encoder = Encoder(encoder_path, metadata_path=metadata, num_threads=threads)
-    generator = Generator(generator_path, metadata_path=metadata, num_threads=threads)
-    return encoder, generator
-
-
 class ExpressionRuntime:
     """Personalised, continually learning expression recognition for a robot.
 
@@ -208,9 +103,19 @@ class ExpressionRuntime:
         Face detector for full frames; ``None`` builds the configured one on first use.
     calibration : LatentCalibration, optional
         The memories' latent standardisation and the fallback classifier for new persons;
-        ``None``: :func:`find_calibration` (the configured file, or one built from FER2013).
+        ``None``: the configured file (``models.calibration``, by default beside the models);
+        a missing one is a :class:`CalibrationError` that says to run ``clifer-edge calibrate``.
     clock : callable() -> float
         Time source of the idle timer (a simulation may pass its own).
+
+    Raises
+    ------
+    ModelFileError
+        For a missing, truncated or mismatched model or metadata file.
+    CalibrationError
+        For a missing or damaged calibration, or one of another encoder.
+    ValueError
+        When ``models.image_size`` or the generator's ``z_dim`` disagree with the encoder.
     """
 
     def __init__(
@@ -224,7 +129,9 @@ class ExpressionRuntime:
     ) -> None:
         self.config = config if config is not None else load_config(None)
         if encoder is None or generator is None:
-            loaded_encoder, loaded_generator = load_models(self.config)
+            loaded_encoder, loaded_generator = self.config.model_files().load(
+                self.config.models.num_threads
+            )
             encoder = encoder if encoder is not None else loaded_encoder
             generator = generator if generator is not None else loaded_generator
         self.encoder = encoder
@@ -244,7 +151,7 @@ class ExpressionRuntime:
             )
         self._detector = detector
         if calibration is None:
-            calibration = find_calibration(self.config, encoder, self.config.memory_directory())
+            calibration = self.config.model_files().load_calibration(encoder)
         if calibration.z_dim != int(meta.z_dim):
             raise CalibrationError(
                 f"calibration has z_dim={calibration.z_dim}, the encoder {meta.z_dim}"
@@ -255,17 +162,25 @@ class ExpressionRuntime:
         self._closed = False
         self.n_faces = 0
         self.n_rejected = 0
+        self.identities: IdentityIndex | None = None
+        path = source_file(encoder) or self.config.model_files().encoder
+        persons = self.config.persons
         self.persons = PersonStore(
             self.config.memory_directory(),
             default_memory_factory(self.config.gdm, self.config.memory.max_nodes),
-            max_in_ram=self.config.persons.max_in_ram,
+            max_in_ram=persons.max_in_ram,
             recent_faces=self.config.learning.recent_faces,
             before_evict=self._finish_episode,
+            encoder=EncoderInfo(sha256_file(path) if path.is_file() else None, int(meta.z_dim)),
+            retention=Retention(
+                max_unlabelled=persons.max_unlabelled,
+                unlabelled_max_age_s=persons.unlabelled_max_age_days * 86400.0,
+            ),
+            on_removed=self._drop_identity,
         )
         self.scheduler = ImaginationScheduler(
             self.config.imagination, encoder, generator, calibration, clock=clock
         )
-        self.identities: IdentityIndex | None = None
         if self.config.persons.mode == "identity":
             self.identities = IdentityIndex(
                 self.config.persons.identity_threshold, self.persons.iter_records()
@@ -369,8 +284,11 @@ class ExpressionRuntime:
         """Encode, attribute, answer and learn prepared faces (inputs already validated)."""
         if label is not None:
             label = canonical_label(label)
-        if person_id is not None and (not isinstance(person_id, str) or not person_id.strip()):
-            raise ValueError(f"person_id must be a non-empty string or None, got {person_id!r}")
+        if person_id is not None:
+            try:
+                check_person_id(person_id)
+            except ValueError as error:
+                raise ValueError(f"person_id: {error}") from None
         # Preempt imagination before waiting for the lock it holds during a step.
         self.scheduler.notify_activity()
         with self._lock:
@@ -405,10 +323,11 @@ class ExpressionRuntime:
     def _classify(self, state: PersonState, latent: np.ndarray, box: FaceBox | None) -> FaceResult:
         if self.identities is not None:
             state.identity, state.identity_count = self.identities.update(state.person_id, latent)
+            state.dirty = True
         if state.fitted:
             memory = self.config.memory.answer
             scores = state.memory.predict_proba(latent[None], memory=memory)[0]
-            labels = [str(name) for name in state.memory.labels_]
+            labels = [str(name) for name in state.memory.classes_]
         else:
             memory = "fallback"
             scores = self.calibration.predict_proba(latent[None])[0]
@@ -429,6 +348,7 @@ class ExpressionRuntime:
     ) -> None:
         if state.pending_labels and state.pending_labels[-1] != label:
             self._finish_episode(state)
+        self._check_label_count(state, label)
         state.pending_latents.append(latent)
         state.pending_labels.append(label)
         if self.config.memory.store_faces:
@@ -442,18 +362,25 @@ class ExpressionRuntime:
             return
         latents = np.stack(state.pending_latents).astype(np.float32)
         labels = list(state.pending_labels)
-        self._learn(state, latents, labels)
         state.pending_latents.clear()
         state.pending_labels.clear()
+        self._learn(state, latents, labels)
+
+    def _check_label_count(self, state: PersonState, label: str) -> None:
+        """Refuse a new label beyond ``learning.max_labels`` per person."""
+        known = set(getattr(state.memory, "labels_", [])) | set(state.pending_labels)
+        limit = self.config.learning.max_labels
+        if label not in known and len(known) >= limit:
+            raise ValueError(
+                f"person {state.person_id!r} already has {len(known)} expression labels "
+                f"(learning.max_labels={limit}); refusing the new label {label!r}"
+            )
 
     def _learn(self, state: PersonState, latents: np.ndarray, labels: list[str]) -> None:
         start = time.perf_counter()
-        state.memory.partial_fit(latents, labels)
+        state.learn(latents, labels)
         self._timings.add("learn", time.perf_counter() - start, len(labels))
-        state.shown_labels.update(labels)
-        state.real_latents = _append(state.real_latents, latents, MAX_REAL_LATENTS)
-        state.n_episodes += 1
-        state.n_faces_learned += len(labels)
+        state.dirty = True
         start = time.perf_counter()
         self.persons.save(state)
         self._timings.add("save", time.perf_counter() - start)
@@ -461,13 +388,13 @@ class ExpressionRuntime:
     def _store_face(self, state: PersonState, face: np.ndarray, label: str) -> None:
         from clifer_edge.preprocessing import to_uint8
 
-        folder = self.persons.directory / "faces" / person_key(state.person_id) / label
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{time.perf_counter_ns() % 10**9:09d}.png"
         pixels = to_uint8(face)
         if pixels.shape[2] == 3:
             pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(folder / name), pixels)
+        ok, png = cv2.imencode(".png", pixels)
+        if not ok:
+            raise OSError("OpenCV could not encode a face as PNG")
+        self.persons.store_face(state, label, png.tobytes())
 
     def teach(self, person_id: str, label: str, n_recent: int | None = None) -> int:
         """Few-shot: learn ``label`` (known or brand-new) from the person's latest unlabelled faces.
@@ -486,6 +413,7 @@ class ExpressionRuntime:
             Faces learned (0 if the person has no recent faces).
         """
         self._check_open()
+        check_person_id(person_id)
         label = canonical_label(label)
         n = self.config.learning.teach_recent if n_recent is None else int(n_recent)
         if n < 1:
@@ -497,24 +425,35 @@ class ExpressionRuntime:
             if not taken:
                 return 0
             self._finish_episode(state)
+            self._check_label_count(state, label)
             for _ in taken:
                 state.recent.pop()
             self._learn(state, np.stack(taken).astype(np.float32), [label] * len(taken))
             return len(taken)
 
     def forget(self, person_id: str) -> bool:
-        """Delete everything about a person (memory in RAM and files); True if anything existed."""
+        """Delete everything about a person (memory in RAM, files, stored faces, identity);
+        True if anything existed."""
+        check_person_id(person_id)
         with self._lock:
-            if self.identities is not None:
-                self.identities.remove(person_id)
+            self._drop_identity(person_id)
             return self.persons.forget(person_id)
 
+    def _drop_identity(self, person_id: str) -> None:
+        if self.identities is not None:
+            self.identities.remove(person_id)
+
     def save(self) -> None:
-        """End every running episode and save all resident persons."""
+        """End every running episode and save every resident person that changed.
+
+        Raises
+        ------
+        PersonSaveError
+            An ``OSError`` naming the persons that could not be saved (e.g. disk full), raised
+            after every other person was saved.
+        """
         with self._lock:
-            for state in self.persons.resident():
-                self._finish_episode(state)
-            self.persons.save_all()
+            self.persons.save_all(prepare=self._finish_episode)
 
     # -- idle time ---------------------------------------------------------------------------
     def set_idle(self, idle: bool) -> None:
@@ -539,16 +478,15 @@ class ExpressionRuntime:
         """
         self._check_open()
         budget = self.config.imagination.budget_s if budget_s is None else float(budget_s)
-        if budget <= 0:
-            raise ValueError(f"budget_s={budget_s} should be > 0")
+        if not (math.isfinite(budget) and budget > 0):
+            raise ValueError(f"budget_s={budget_s} should be a finite number of seconds > 0")
         if not self.scheduler.is_idle():
             return None
         with self._lock:  # idle time ends running learning episodes and catches up on saves
             persons = self.persons.resident()[::-1]
             for state in persons:
                 self._finish_episode(state)
-                if state.dirty:
-                    self.persons.save(state)
+                self.persons.save_if_changed(state)
         if not self.config.imagination.enabled:
             return None
         report = self.scheduler.run(persons, budget, self._lock, on_trained=self.persons.save)
@@ -576,9 +514,10 @@ class ExpressionRuntime:
                 "faces": self.n_faces,
                 "rejected_images": self.n_rejected,
                 "persons_in_ram": len(persons),
-                "persons_known": len(self.persons.known_ids()),
+                "persons_known": self.persons.n_known(),
                 "evictions": self.persons.n_evictions,
                 "quarantined_files": self.persons.n_quarantined,
+                "retention_deleted": self.persons.n_retention_deleted,
                 "idle": self.scheduler.is_idle(),
                 "imagination": {
                     "latents": self.scheduler.total_latents,
@@ -590,11 +529,19 @@ class ExpressionRuntime:
             }
 
     def close(self) -> None:
-        """Save everything; further calls raise. Safe to call twice."""
+        """Save everything; further calls raise. Safe to call twice.
+
+        Raises
+        ------
+        PersonSaveError
+            As :meth:`save`; the runtime is closed all the same.
+        """
         if self._closed:
             return
-        self.save()
-        self._closed = True
+        try:
+            self.save()
+        finally:
+            self._closed = True
 
     def _check_open(self) -> None:
         if self._closed:

@@ -13,7 +13,8 @@ import sys
 import time
 
 from clifer_edge.datasets import DatasetError, default_data_dir
-from clifer_edge.models.imagination import VARIANTS
+from clifer_edge.extras import needs_extra
+from clifer_edge.models import VARIANTS
 from clifer_edge.models.litert import ModelFileError
 
 
@@ -57,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from clifer_export.convert import ExportError, export_run, load_run
+    with needs_extra("clifer-export"):  # TensorFlow, and the evaluation for --parity
+        import keras  # noqa: F401
+
+        from clifer_export.convert import ExportError, export_run, load_run
+        from clifer_export.parity import parity_report, write_report
 
     variants = list(VARIANTS) if args.format == "all" else [args.format]
     start = time.perf_counter()
@@ -79,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}/{name}: {entry['bytes'] / 1024:.0f} KB, sha256 {entry['sha256'][:16]}")
     print(f"exported in {time.perf_counter() - start:.0f} s")
     if args.parity:
-        from clifer_export.parity import parity_report, write_report
-
         report = parity_report(
             run,
             args.out,

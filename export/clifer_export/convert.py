@@ -21,7 +21,6 @@ import datetime
 import io
 import json
 import os
-import subprocess
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -31,14 +30,9 @@ from typing import Any
 import numpy as np
 
 from clifer_edge.datasets import FaceDataset, load_npz
-from clifer_edge.fileio import sha256_file
+from clifer_edge.fileio import atomic_path, git_commit, sha256_file
 from clifer_edge.labels import BASIC_EXPRESSIONS
-from clifer_edge.models.imagination import (
-    METADATA_FILENAME,
-    VARIANTS,
-    ModelMetadata,
-    model_filename,
-)
+from clifer_edge.models import METADATA_FILENAME, VARIANTS, ModelMetadata, model_filename
 from clifer_edge.models.litert import TFLiteModel
 from clifer_edge.preprocessing import preprocess_faces
 
@@ -249,22 +243,6 @@ def convert_model(
         return converter.convert()
 
 
-def git_commit(directory: Path | None = None) -> str | None:
-    """The exporting checkout's commit (None outside a git checkout)."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory or Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
-
-
 def training_record(run: TrainedRun) -> dict[str, Any]:
     """Provenance of the trained weights for the metadata: data, split, commit, epochs, config."""
     info = run.info
@@ -281,12 +259,6 @@ def training_record(run: TrainedRun) -> dict[str, Any]:
         with contextlib.suppress(OSError, yaml.YAMLError):
             record["config"] = yaml.safe_load(config.read_text(encoding="utf-8"))
     return record
-
-
-def _write_atomic(path: Path, content: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
 
 
 def _model_entry(path: Path, role: str, variant: str) -> dict[str, Any]:
@@ -351,7 +323,8 @@ def export_run(
             say(f"converting {role} to {variant}")
             content = convert_model(model, variant, representative.get(role))
             path = out / model_filename(role, variant)
-            _write_atomic(path, content)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(content)
             entries[path.name] = _model_entry(path, role, variant)
     training = training_record(run)
     previous = out / METADATA_FILENAME
@@ -382,7 +355,7 @@ def export_run(
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"
             ),
-            "git_commit": git_commit(),
+            "git_commit": git_commit(Path(__file__).resolve().parent),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "preprocessing": "clifer_edge.preprocessing.preprocess_face (grey 0..255 -> [-1, 1])",

@@ -6,8 +6,9 @@ Two levels of evidence:
    absolute difference between each TFLite variant and Keras for the encoder's latents, for the
    generator's images given the same latents, and for the whole robot path G(E(x), c).
 2. **What the robot does with them.** The per-subject Growing Dual Memory protocol on CK+ and JAFFE
-   (JAFFE from full photos through face detection), run twice with the same seeds: once on the Keras
-   (float) encoder's latents, once on the int8 encoder's. The F1 lost to quantisation is what
+   (JAFFE from full photos through face detection; ``clifer-edge eval``'s split, order and F1), run
+   twice with the same seeds: once on the Keras (float) encoder's latents, once on the int8
+   encoder's. The F1 lost to quantisation is what
    matters; the target is at most one F1 point on average.
 
 The report also proves that the files load and run with the robot's runtime in a fresh Python
@@ -21,15 +22,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clifer_edge.datasets import FaceDataset, load_npz
-from clifer_edge.labels import BASIC_EXPRESSIONS
-from clifer_edge.models.imagination import METADATA_FILENAME, VARIANTS, model_filename
+from clifer_edge.evaluation.features import PreparedFaces, prepare_faces
+from clifer_edge.evaluation.protocol import ProtocolConfig, prepare_subjects, run_protocol
+from clifer_edge.models import VARIANTS, ModelFiles
 from clifer_edge.models.litert import TFLiteModel
 from clifer_edge.preprocessing import preprocess_faces
 
@@ -69,7 +70,8 @@ def tensor_parity(
     )
     report: dict[str, dict[str, Any]] = {}
     for variant in variants:
-        paths = [Path(model_dir) / model_filename(r, variant) for r in ("encoder", "generator")]
+        files = ModelFiles.locate(model_dir, variant)
+        paths = [files.encoder, files.generator]
         if not all(p.exists() for p in paths):
             continue
         encoder, generator = (TFLiteModel(p) for p in paths)
@@ -100,118 +102,42 @@ def _generate(model: TFLiteModel, z: np.ndarray, conditions: np.ndarray) -> np.n
 # --- the downstream check: per-subject GDM F1 with float vs int8 latents -------------------------
 
 
-@dataclass(frozen=True)
-class SubjectFaces:
-    """One subject's prepared faces, labels and the train/test rows of the protocol."""
-
-    subject: str
-    faces: np.ndarray
-    labels: np.ndarray
-    train: np.ndarray
-    test: np.ndarray
+MEMORIES = ("episodic", "semantic")
 
 
-def subject_splits(
-    dataset: FaceDataset, faces: np.ndarray, test_fraction: float = 1.0 / 3.0, seed: int = 0
-) -> tuple[list[SubjectFaces], int]:
-    """Per subject and class, hold out whole sequences (about ``test_fraction`` of them).
+def gdm_f1(
+    latents: np.ndarray, dataset: FaceDataset, seed: int = 0, valid: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Per-subject final macro F1 of a GDM trained class by class on ``latents`` (rows as in the
+    data), in points.
 
-    A class recorded in a single sequence (CK+ has one sequence per subject and expression) holds
-    out that sequence's last frame instead: near-duplicates then lie on both sides, which inflates
-    F1 but affects the float and int8 runs alike, so their difference is still the quantisation's.
-    Subjects left with fewer than two classes are skipped.
-
-    Returns
-    -------
-    subjects : list of SubjectFaces
-    frame_splits : int
-        How many (subject, class) pairs were split inside one sequence.
+    This is ``clifer-edge eval``'s protocol (:mod:`clifer_edge.evaluation`: its split, class order,
+    episodes and F1; condition ``gdm``) on every subject with at least two splittable classes. A
+    class recorded in one sequence (CK+) holds out its last frame: near-duplicates then lie on both
+    sides, which inflates F1 but affects the float and int8 runs alike, so their difference is
+    still the quantisation's.
     """
-    keys = dataset.sequence_keys()
-    out = []
-    frame_splits = 0
-    for subject in sorted(set(dataset.subjects.tolist())):
-        rows = np.flatnonzero(dataset.subjects == subject)
-        rng = np.random.default_rng([seed, len(out)])
-        train, test, classes, frame_split = [], [], 0, 0
-        for label in sorted(set(dataset.labels[rows].tolist())):
-            class_rows = rows[dataset.labels[rows] == label]
-            sequences = sorted(set(keys[class_rows].tolist()))
-            if len(sequences) >= 2:
-                n_test = min(len(sequences) - 1, max(1, round(test_fraction * len(sequences))))
-                held = set(rng.permutation(sequences)[:n_test].tolist())
-                mask = np.array([key in held for key in keys[class_rows]])
-            elif len(class_rows) >= 2:
-                mask = np.zeros(len(class_rows), dtype=bool)
-                mask[-1] = True
-                frame_split += 1
-            else:
-                continue
-            test.extend(class_rows[mask])
-            train.extend(class_rows[~mask])
-            classes += 1
-        if classes >= 2:
-            frame_splits += frame_split
-            out.append(
-                SubjectFaces(
-                    subject,
-                    faces,
-                    dataset.labels,
-                    np.array(train, dtype=np.int64),
-                    np.array(test, dtype=np.int64),
-                )
-            )
-    return out, frame_splits
-
-
-def _class_order(labels: Iterable[str]) -> list[str]:
-    # Neutral first, then the paper's order; classes outside the vocabulary (contempt) last.
-    present = set(labels)
-    order = [name for name in BASIC_EXPRESSIONS if name in present]
-    return order + sorted(present - set(order))
-
-
-def gdm_f1(latents: np.ndarray, subjects: list[SubjectFaces], seed: int = 0) -> dict[str, Any]:
-    """Per-subject macro F1 of a GDM trained class by class on ``latents`` (rows as in the data).
-
-    One memory per subject, one episode per class (neutral first), then prediction of the
-    held-out faces by the episodic and the semantic memory.
-    """
-    from sklearn.metrics import f1_score
-
-    from clifer_edge.memory import GrowingDualMemory
-
-    per_subject: dict[str, dict[str, float]] = {}
-    for item in subjects:
-        memory = GrowingDualMemory(seed=seed)
-        train_labels = item.labels[item.train]
-        for label in _class_order(train_labels.tolist()):
-            rows = item.train[train_labels == label]
-            memory.partial_fit(latents[rows], [label] * len(rows))
-        truth = item.labels[item.test].tolist()
-        classes = sorted(set(truth))
-        per_subject[item.subject] = {
-            which: 100.0
-            * float(
-                f1_score(
-                    truth,
-                    memory.predict(latents[item.test], memory=which),
-                    labels=classes,
-                    average="macro",
-                    zero_division=0,
-                )
-            )
-            for which in ("episodic", "semantic")
-        }
-    summary = {
-        which: float(np.mean([s[which] for s in per_subject.values()]))
-        for which in ("episodic", "semantic")
+    subjects, _ = prepare_subjects(
+        dataset, latents, min_classes=2, seed=seed, allow_frame_split=True, valid=valid
+    )
+    result = run_protocol(subjects, ["gdm"], ProtocolConfig(seed=seed), progress=False)
+    per_subject = {
+        run["subject"]: {which: 100.0 * run["steps"][-1]["f1"]["2"][which] for which in MEMORIES}
+        for run in result.runs
     }
-    return {"subjects": len(per_subject), "mean_f1": summary, "per_subject": per_subject}
+    return {
+        "subjects": len(per_subject),
+        "frame_splits": sum(len(s.split.frame_split) for s in subjects),
+        "mean_f1": {w: float(np.mean([s[w] for s in per_subject.values()])) for w in MEMORIES},
+        "per_subject": per_subject,
+    }
 
 
 def repeated_gdm_f1(
-    latents: np.ndarray, dataset: FaceDataset, seeds: Iterable[int]
+    latents: np.ndarray,
+    dataset: FaceDataset,
+    seeds: Iterable[int],
+    valid: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """:func:`gdm_f1` over several held-out draws (split and GDM seeded alike), averaged.
 
@@ -219,36 +145,18 @@ def repeated_gdm_f1(
     differences of a few points either way; averaging over draws shows the systematic part.
     """
     seeds = list(seeds)
-    runs = []
-    for seed in seeds:
-        subjects, frame_splits = subject_splits(dataset, latents, seed=seed)
-        runs.append(gdm_f1(latents, subjects, seed))
-    memories = ("episodic", "semantic")
+    runs = [gdm_f1(latents, dataset, seed, valid) for seed in seeds]
     names = runs[0]["per_subject"]
     return {
         "subjects": runs[0]["subjects"],
-        "seeds": list(seeds),
-        "frame_splits": frame_splits,
-        "mean_f1": {w: float(np.mean([r["mean_f1"][w] for r in runs])) for w in memories},
+        "seeds": seeds,
+        "frame_splits": runs[0]["frame_splits"],
+        "mean_f1": {w: float(np.mean([r["mean_f1"][w] for r in runs])) for w in MEMORIES},
         "per_subject": {
-            name: {w: float(np.mean([r["per_subject"][name][w] for r in runs])) for w in memories}
+            name: {w: float(np.mean([r["per_subject"][name][w] for r in runs])) for w in MEMORIES}
             for name in names
         },
     }
-
-
-def jaffe_faces(dataset: FaceDataset, size: int, channels: int) -> tuple[FaceDataset, np.ndarray]:
-    """Detect and crop the face in each JAFFE photo; photos without a detection are dropped."""
-    from clifer_edge.faces import FaceDetector
-
-    detector = FaceDetector(method="haar")
-    keep, crops = [], []
-    for i, image in enumerate(dataset.images):
-        found = detector.crop_faces(image, size=size, channels=channels)
-        if found:
-            keep.append(i)
-            crops.append(found[0][1])
-    return dataset.subset(np.array(keep, dtype=np.int64)), np.stack(crops)
 
 
 def downstream_parity(
@@ -262,30 +170,36 @@ def downstream_parity(
 
     Both runs use the same held-out draws and GDM seeds, so the difference is the encoder's.
     """
-    encoder = TFLiteModel(Path(model_dir) / model_filename("encoder", "int8"))
+    encoder = TFLiteModel(ModelFiles.locate(model_dir, "int8").encoder)
     data_dir = Path(data_dir)
-    sets: dict[str, tuple[FaceDataset, np.ndarray, str]] = {}
+    sets: dict[str, tuple[FaceDataset, PreparedFaces, str]] = {}
     ck = load_npz(data_dir / "ckplus48.npz")
-    sets["CK+"] = (ck, preprocess_faces(ck.images, run.image_size, run.channels), "48x48 crops")
+    ck_faces = prepare_faces(ck, run.image_size, run.channels, progress=False)
+    sets["CK+"] = (ck, ck_faces, "48x48 crops")
     report: dict[str, Any] = {}
     jaffe = load_npz(data_dir / "jaffe.npz")
     try:
-        jaffe_kept, jaffe_crops = jaffe_faces(jaffe, run.image_size, run.channels)
+        from clifer_edge.faces import FaceDetector
+
+        detector = FaceDetector(method="haar")
     except ImportError as error:
         # The face detector belongs to the robot side; without it JAFFE's full photos cannot
         # be cropped, and the report says so instead of silently leaving JAFFE out.
         report["JAFFE"] = {"skipped": f"no face detector available ({error})"}
     else:
-        note = f"Haar detection on full photos: {len(jaffe_kept)} of {len(jaffe)} faces found"
-        sets["JAFFE"] = (jaffe_kept, jaffe_crops, note)
-    for name, (dataset, faces, faces_note) in sets.items():
+        prepared = prepare_faces(jaffe, run.image_size, run.channels, detector, progress=False)
+        found = int(prepared.valid.sum())
+        note = f"Haar detection on full photos: {found} of {len(jaffe)} faces found"
+        sets["JAFFE"] = (jaffe, prepared, note)
+    for name, (dataset, prepared, faces_note) in sets.items():
+        faces = prepared.faces
         float_z = np.asarray(run.encoder.predict(faces, batch_size=128, verbose=0), np.float32)
         int8_z = np.concatenate(
             [encoder.run([faces[i : i + 64]])[0] for i in range(0, len(faces), 64)]
         )
         seeds = list(range(seed, seed + gdm_seeds))
-        float_f1 = repeated_gdm_f1(float_z, dataset, seeds)
-        int8_f1 = repeated_gdm_f1(int8_z, dataset, seeds)
+        float_f1 = repeated_gdm_f1(float_z, dataset, seeds, prepared.valid)
+        int8_f1 = repeated_gdm_f1(int8_z, dataset, seeds, prepared.valid)
         frame_splits = float_f1["frame_splits"]
         loss = {
             which: float_f1["mean_f1"][which] - int8_f1["mean_f1"][which]
@@ -329,7 +243,7 @@ print(json.dumps(out))
 def runtime_check(model_dir: str | os.PathLike[str], variants: Iterable[str]) -> dict[str, Any]:
     """Load and run the files with the robot's loader in a fresh process; report the runtime used
     and whether TensorFlow got imported (it must not)."""
-    variants = [v for v in variants if (Path(model_dir) / model_filename("encoder", v)).exists()]
+    variants = [v for v in variants if ModelFiles.locate(model_dir, v).encoder.exists()]
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
@@ -367,7 +281,7 @@ def parity_report(
         fer = fer.subset(fer.splits == "PublicTest")
     rows = np.random.default_rng(seed).permutation(len(fer))[:n_faces]
     faces = preprocess_faces(fer.images[rows], run.image_size, run.channels)
-    metadata_path = Path(model_dir) / METADATA_FILENAME
+    metadata_path = ModelFiles.locate(model_dir).metadata
     report: dict[str, Any] = {
         "model_dir": str(model_dir),
         "training": json.loads(metadata_path.read_text())["training"]
@@ -438,8 +352,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                     "and int8)."
                 )
         lines.append(
-            "Per-subject GDM protocol (one memory per subject, classes learned one by one, neutral "
-            "first; whole sequences held out), macro F1 in points, mean over subjects and "
+            "Per-subject GDM protocol of `clifer-edge eval` (one memory per subject, classes "
+            "learned one by one in episodes of 5, neutral first; whole sequences held out), final "
+            "macro F1 in points, mean over subjects and "
             f"{len(report['gdm']['CK+']['seeds'])} held-out draws; target: at "
             f"most {report['f1_tolerance_points']:g} point lost."
         )

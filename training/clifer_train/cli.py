@@ -13,6 +13,7 @@ import logging
 import sys
 
 from clifer_edge.datasets import DatasetError
+from clifer_edge.extras import needs_extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # TensorFlow is imported only now, so that --help and argument errors are instant.
-    from clifer_train.config import TrainConfig
-    from clifer_train.train import limit_threads, train
+    with needs_extra("clifer-train"):
+        from clifer_train.config import TrainConfig
+        from clifer_train.train import limit_threads, train
 
     limit_threads(args.threads)
     try:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from clifer_edge.fileio import atomic_path, atomic_write_text, git_commit, sha256_file
 from clifer_edge.preprocessing import to_uint8
 from clifer_train import data as data_lib
 from clifer_train.caae import CAAE, PerceptualLoss
@@ -276,10 +275,11 @@ class RunRecorder(keras.callbacks.Callback):
         self.epoch_var = epoch_var
         self.grid_images, self.grid_labels = _grid_selection(grid_faces, cfg.grid_faces)
         self.data_path = data_path
-        self.data_sha256 = _sha256(data_path) if data_path.is_file() else None
+        self.data_sha256 = sha256_file(data_path) if data_path.is_file() else None
         self.n_train = n_train
         self.mixed = mixed
-        self.git_commit = _git_commit()  # the code that started the run, not a later checkout
+        # the code that started the run, not a later checkout
+        self.git_commit = git_commit(Path(__file__).resolve().parent)
         self.history = _read_history(out / "history.csv", int(epoch_var))
         self.writer = tf.summary.create_file_writer(str(out / "tensorboard" / "samples"))
 
@@ -313,9 +313,8 @@ class RunRecorder(keras.callbacks.Callback):
             generator_copy.set_weights(generator.get_weights())
             encoder, generator = encoder_copy, generator_copy
         for model, name in ((encoder, "encoder"), (generator, "generator")):
-            tmp = self.out / f".{name}.tmp.keras"
-            model.save(tmp)
-            os.replace(tmp, self.out / f"{name}.keras")
+            with atomic_path(self.out / f"{name}.keras", suffix=".keras") as tmp:
+                model.save(tmp)
 
     def _write_info(self, done: int) -> None:
         info: dict[str, Any] = {
@@ -335,9 +334,7 @@ class RunRecorder(keras.callbacks.Callback):
             "keras": keras.__version__,
             "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        tmp = self.out / ".train_info.tmp.json"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, self.out / "train_info.json")
+        atomic_write_text(self.out / "train_info.json", json.dumps(info, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------
@@ -410,12 +407,10 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(".history.tmp.csv")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _read_history(path: Path, epochs_done: int) -> list[dict[str, float]]:
@@ -427,27 +422,3 @@ def _read_history(path: Path, epochs_done: int) -> list[dict[str, float]]:
     for row in rows:
         row["epoch"] = int(row["epoch"])
     return [row for row in rows if row["epoch"] <= epochs_done]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _git_commit() -> str | None:
-    """Commit of the code that trained (with ``-dirty`` if it had local changes)."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=40"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit or None

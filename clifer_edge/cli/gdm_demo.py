@@ -1,8 +1,9 @@
 """GDM demo on real faces: each subject's expressions learned one class at a time.
 
-Until the CAAE encoder is used, faces are represented by a fixed, documented feature: PCA of
-48x48 grey pixels fitted on FER2013 Training (different people from CK+ and JAFFE), each vector
-scaled to a fixed norm. JAFFE photos are full frames, so the face is detected (Haar cascade) and
+The memory alone, without the Imagination model: faces are represented by a fixed, documented
+feature, PCA of 48x48 grey pixels fitted on FER2013 Training (different people from CK+ and
+JAFFE), each vector scaled to a fixed norm (``clifer-edge eval`` runs the same protocol on the
+encoder's latents). JAFFE photos are full frames, so the face is detected (Haar cascade) and
 cropped first. For every subject with at least ``--min-classes`` classes the Growing Dual Memory
 learns the classes in CLIFER's order (neutral, happiness, surprise, anger, fear, sadness,
 disgust, others) in episodes of 5, then episodic and semantic F1 are measured on that subject's
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clifer_edge.apps._common import (
+from clifer_edge.cli._common import (
     add_split_arguments,
     check_split_arguments,
     choose_subjects,

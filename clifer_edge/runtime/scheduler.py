@@ -1,17 +1,17 @@
-"""Imagination: learning expressions a person has not shown yet, in the robot's idle time.
+"""Idle-time imagination on the robot: when to imagine, for whom, in preemptible chunks.
 
-CLIFER's Imagination model lets the robot picture a known person with another expression. For each
-episodic prototype (a BMU weight, i.e. a latent the person really produced), the generator renders
-the face under every other expression c, G(z, c); the encoder maps that picture back to the latent
-space, E(G(z, c)); both memories are then trained on these imagined latents with label c, mixed with
-RNAT pseudo-replay of what the person already showed, so the new classes do not wash out the old.
+Imagination (:mod:`clifer_edge.imagination`) renders a person's real episodic prototypes z under the
+expressions c the person has not shown for real yet and trains the memory's imagined network on the
+re-encoded latents E(G(z, c)) (``partial_fit(..., imagined=True)``). Imagined knowledge yields to
+real knowledge (see :class:`~clifer_edge.memory.GrowingDualMemory`): it never changes the real
+memories, answers only for classes not learned for real, and is pruned once they are.
 
 This is the most expensive thing the robot does, so :class:`ImaginationScheduler` runs it only when
 the robot is idle (no face for ``idle_timeout_s`` seconds, or an external idle signal), in small
 chunks of ``chunk_prototypes`` prototypes, within a time budget, and stops between any two steps
 (generate, encode, train) as soon as a face appears. It keeps, per person, the prototypes it already
-imagined (and the imagined latents themselves), so idle time is spent only on new prototypes and
-never on imagining from imagined faces.
+imagined, so idle time is spent only on new prototypes; it never imagines from imagined faces, since
+the memory's episodic prototypes are real ones only.
 """
 
 from __future__ import annotations
@@ -19,139 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from clifer_edge.labels import canonical_label
-from clifer_edge.runtime.calibration import LatentCalibration
+from clifer_edge.imagination import generator_vocabulary, imagine_faces, reconstruct_latents
+from clifer_edge.models.calibration import LatentCalibration
 from clifer_edge.runtime.config import ImaginationConfig
-from clifer_edge.runtime.persons import PersonState
+from clifer_edge.runtime.persons import PersonState, append_rows
 
 logger = logging.getLogger(__name__)
 
-#: Most imagined sources/latents remembered per person (the newest are kept).
+#: Most imagined sources remembered per person (the newest are kept).
 MAX_RECORDED = 8192
-
-
-def _vocabulary(model: Any) -> tuple[str, ...]:
-    return tuple(canonical_label(name) for name in model.metadata.vocabulary)
-
-
-def _check_prototypes(prototypes: np.ndarray, source_labels: Sequence[str]) -> np.ndarray:
-    prototypes = np.asarray(prototypes, dtype=np.float32)
-    if prototypes.ndim != 2:
-        raise ValueError(f"prototypes of shape {prototypes.shape} should be (n_prototypes, z_dim)")
-    if len(source_labels) != prototypes.shape[0]:
-        raise ValueError(f"{len(source_labels)} source labels for {prototypes.shape[0]} prototypes")
-    if not np.all(np.isfinite(prototypes)):
-        raise ValueError("prototypes contain NaN or infinite values")
-    return prototypes
-
-
-def imagine_faces(
-    prototypes: np.ndarray,
-    generator: Any,
-    source_labels: Sequence[str],
-    targets: Iterable[str] | None = None,
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Render each prototype under every target expression other than its own.
-
-    Parameters
-    ----------
-    prototypes : ndarray of shape (n_prototypes, z_dim)
-        Latents (episodic BMU weights) of one person.
-    generator : Generator
-        The Imagination model's decoder, ``generate(z, expressions) -> faces``.
-    source_labels : sequence of str
-        The label of each prototype (its own expression is not imagined again).
-    targets : iterable of str, optional
-        Expressions to imagine; default: the generator's whole vocabulary.
-
-    Returns
-    -------
-    faces : ndarray of shape (m, H, W, C), float32 in [-1, 1]
-    labels : list of str, length m
-        The imagined expression of each face.
-    rows : ndarray of int, shape (m,)
-        Index of the prototype each face was imagined from.
-    """
-    prototypes = _check_prototypes(prototypes, source_labels)
-    vocabulary = _vocabulary(generator)
-    if targets is None:
-        wanted = vocabulary
-    else:
-        wanted = tuple(canonical_label(name) for name in targets)
-        unknown = [name for name in wanted if name not in vocabulary]
-        if unknown:
-            raise ValueError(
-                f"cannot imagine {unknown}: not in the generator vocabulary {list(vocabulary)}"
-            )
-    rows: list[int] = []
-    labels: list[str] = []
-    for row, source in enumerate(source_labels):
-        source = canonical_label(source)
-        for target in wanted:
-            if target != source:
-                rows.append(row)
-                labels.append(target)
-    index = np.asarray(rows, dtype=np.int64)
-    if not rows:
-        size = generator.metadata.image_size
-        return np.zeros((0, size, size, generator.metadata.channels), np.float32), [], index
-    z = np.clip(prototypes[index], -1.0, 1.0)
-    faces = generator.generate(z, labels)
-    return faces, labels, index
-
-
-def imagine_latents(
-    prototypes: np.ndarray,
-    encoder: Any,
-    generator: Any,
-    source_labels: Sequence[str],
-    targets: Iterable[str] | None = None,
-    residual: bool = False,
-) -> tuple[np.ndarray, list[str]]:
-    """Imagined latents E(G(z, c)) for every prototype z and every other expression c.
-
-    Parameters are as for :func:`imagine_faces`, plus ``encoder`` (``encode(faces) -> latents``)
-    and ``residual``: if True, return ``z + E(G(z, c)) - E(G(z, s))`` (s = the prototype's own
-    expression) instead, i.e. only the generator's *change of expression* is added to the real
-    prototype, which cancels the offset between reconstructed and real faces (the generator's
-    reconstruction error) at the cost of one more generate/encode per prototype.
-
-    Returns
-    -------
-    latents : ndarray of shape (m, z_dim), float32
-    labels : list of str, length m
-    """
-    faces, labels, rows = imagine_faces(prototypes, generator, source_labels, targets)
-    if not labels:
-        return np.zeros((0, np.asarray(prototypes).shape[1]), np.float32), []
-    latents = np.asarray(encoder.encode(faces), dtype=np.float32)
-    if residual:
-        own = reconstruct_latents(prototypes, encoder, generator, source_labels)
-        latents = np.clip(np.asarray(prototypes)[rows] + latents - own[rows], -1.0, 1.0)
-    return latents.astype(np.float32), labels
-
-
-def reconstruct_latents(
-    prototypes: np.ndarray, encoder: Any, generator: Any, source_labels: Sequence[str]
-) -> np.ndarray:
-    """E(G(z, s)) for each prototype z under its own expression s (z itself if G cannot draw s)."""
-    prototypes = _check_prototypes(prototypes, source_labels)
-    vocabulary = _vocabulary(generator)
-    own = prototypes.copy()
-    drawable = [i for i, label in enumerate(source_labels) if canonical_label(label) in vocabulary]
-    if drawable:
-        faces = generator.generate(
-            np.clip(prototypes[drawable], -1.0, 1.0),
-            [canonical_label(source_labels[i]) for i in drawable],
-        )
-        own[drawable] = np.asarray(encoder.encode(faces), dtype=np.float32)
-    return own
 
 
 @dataclass(frozen=True)
@@ -239,26 +121,19 @@ class ImaginationScheduler:
 
     # -- work --------------------------------------------------------------------------------
     def real_prototypes(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
-        """The person's episodic prototypes that stand for real faces.
+        """The person's episodic prototypes whose label the generator can draw.
 
-        Those whose label the person showed for real (and the generator can draw) and that lie
-        nearer to the person's real latents than to any imagined latent, so that nodes grown from
-        imagined faces are never imagined from again.
+        The episodic memory learns real faces only (imagined ones go to the imagined network),
+        so every episodic prototype stands for real faces; those labelled with an expression
+        outside the generator's vocabulary cannot be imagined from.
         """
         if not state.fitted:
             return np.zeros((0, 0), np.float32), []
         prototypes, labels = state.memory.episodic_prototypes()
         prototypes = np.asarray(prototypes, dtype=np.float32)
         labels = [str(label) for label in labels]
-        vocabulary = _vocabulary(self.generator)
-        keep = np.array(
-            [label in state.shown_labels and label in vocabulary for label in labels], dtype=bool
-        )
-        if keep.any() and state.imagined_latents is not None and state.real_latents is not None:
-            keep &= _nearest(prototypes, state.real_latents) <= _nearest(
-                prototypes, state.imagined_latents
-            )
-        index = np.flatnonzero(keep)
+        vocabulary = generator_vocabulary(self.generator)
+        index = [i for i, label in enumerate(labels) if label in vocabulary]
         return prototypes[index], [labels[i] for i in index]
 
     def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
@@ -368,18 +243,21 @@ class ImaginationScheduler:
     ) -> int:
         """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained).
 
-        The lock is taken per step and the activity flag checked between steps, so a face waits
-        for at most one step.
+        Only expressions not learned for real are imagined (imagined samples of the others would
+        yield at once). The lock is taken per step and the activity flag checked between steps,
+        so a face waits for at most one step.
         """
         z = self.calibration.to_latent(prototypes)
         with lock:
             if not state.resident:  # evicted or forgotten meanwhile: leave it alone
                 return -1
-            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels)
+            real = set(state.memory.labels_)
+            targets = [c for c in generator_vocabulary(self.generator) if c not in real]
+            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels, targets)
         if self._activity.is_set():
             return -1
         if not imagined_labels:
-            self._mark(state, prototypes, None)
+            self._mark(state, prototypes)
             return 0
         with lock:
             latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
@@ -395,25 +273,14 @@ class ImaginationScheduler:
         with lock:
             if not state.resident:
                 return -1
-            state.memory.partial_fit(points, imagined_labels)
-            if self.config.replay:
-                state.memory.replay()
-            self._mark(state, prototypes, points)
+            state.memory.partial_fit(points, imagined_labels, imagined=True)
+            self._mark(state, prototypes)
             state.n_imagined += len(imagined_labels)
         return len(imagined_labels)
 
     @staticmethod
-    def _mark(state: PersonState, prototypes: np.ndarray, latents: np.ndarray | None) -> None:
-        state.imagined_sources = _append(state.imagined_sources, prototypes, MAX_RECORDED)
-        if latents is not None:
-            state.imagined_latents = _append(state.imagined_latents, latents, MAX_RECORDED)
-
-
-def _append(record: np.ndarray | None, rows: np.ndarray, limit: int) -> np.ndarray:
-    """Rows appended to a record, keeping only the newest ``limit``."""
-    rows = np.asarray(rows, dtype=np.float32)
-    merged = rows if record is None or len(record) == 0 else np.concatenate([record, rows])
-    return merged[-limit:]
+    def _mark(state: PersonState, prototypes: np.ndarray) -> None:
+        state.imagined_sources = append_rows(state.imagined_sources, prototypes, MAX_RECORDED)
 
 
 def _nearest(points: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -1,13 +1,15 @@
 """Run the expression runtime on a video file, a camera or a folder of images.
 
 Prints one line per face (or one JSON object per line with ``--json``). With ``--label`` every
-face is also learned as that expression for ``--person``. When no face has been seen for the idle
-timeout, imagination runs between frames. Memories are saved on exit (also on Ctrl-C).
+face is also learned as that expression for ``--person``; a label outside the known expressions
+(a new class) needs ``--new-label``. When no face has been seen for the idle timeout, imagination
+runs between frames. Memories are saved on exit (also on Ctrl-C), in the folder printed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Iterator
@@ -16,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from clifer_edge.labels import BASIC_EXPRESSIONS, EXTRA_EXPRESSIONS, canonical_label
+from clifer_edge.models import CalibrationError, ModelFileError
 from clifer_edge.preprocessing import InvalidImageError
 from clifer_edge.runtime.config import load_config
 from clifer_edge.runtime.runtime import ExpressionRuntime, FaceResult
@@ -30,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--images", help="folder of images (sorted by name)")
     parser.add_argument("--person", help="person id of the faces (default: by persons.mode)")
     parser.add_argument("--label", help="learn every face as this expression")
+    parser.add_argument(
+        "--new-label",
+        action="store_true",
+        help="accept a --label that is not one of the known expressions (teach a new class)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
         "--cropped", action="store_true", help="images are already face crops (no detection)"
@@ -39,18 +48,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
 
 
+def check_label(label: str, new_label: bool) -> str:
+    """The canonical spelling of ``--label``.
+
+    Raises
+    ------
+    ValueError
+        If the label is empty, or not a known expression and ``new_label`` is not set (with the
+        closest known expression as a suggestion: a typo must not become a new class).
+    """
+    canonical = canonical_label(label)
+    known = (*BASIC_EXPRESSIONS, *EXTRA_EXPRESSIONS)
+    if canonical in known or new_label:
+        return canonical
+    close = difflib.get_close_matches(canonical, known, n=1)
+    suggestion = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(
+        f"--label {label!r} is not a known expression ({', '.join(known)}): {suggestion}"
+        "to teach a new expression, add --new-label"
+    )
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images of ``--images`` (sorted by name).
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is not a folder or holds no image file.
+    """
+    if not folder.is_dir():
+        raise ValueError(f"--images {folder}: not a folder")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
 def frames(args: argparse.Namespace) -> Iterator[tuple[str, np.ndarray | None]]:
     """(name, BGR frame or None if unreadable) from the chosen source."""
     if args.images is not None:
-        folder = Path(args.images)
-        if not folder.is_dir():
-            raise SystemExit(f"--images {folder}: not a folder")
-        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        for path in image_files(Path(args.images)):
             yield path.name, cv2.imread(str(path), cv2.IMREAD_COLOR)
         return
     capture = cv2.VideoCapture(args.video if args.video is not None else args.camera)
     if not capture.isOpened():
-        raise SystemExit(f"cannot open {args.video or f'camera {args.camera}'}")
+        raise SystemExit(f"error: cannot open {args.video or f'camera {args.camera}'}")
     try:
         index = 0
         while True:
@@ -89,10 +132,20 @@ def format_result(frame: str, result: FaceResult, as_json: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    if args.memory_dir:
-        config = config.replace(memory={"directory": args.memory_dir})
-    runtime = ExpressionRuntime(config)
+    try:
+        label = None if args.label is None else check_label(args.label, args.new_label)
+        if args.max_frames is not None and args.max_frames < 1:
+            raise ValueError(f"--max-frames {args.max_frames} should be >= 1")
+        if args.images is not None:
+            image_files(Path(args.images))
+        config = load_config(args.config)
+        if args.memory_dir:
+            config = config.replace(memory={"directory": args.memory_dir})
+        runtime = ExpressionRuntime(config)
+    except (ModelFileError, CalibrationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"memories: {config.memory_directory()} (--memory-dir to change)", file=sys.stderr)
     n_frames = n_faces = 0
     try:
         for name, frame in frames(args):
@@ -104,13 +157,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             try:
                 if args.cropped:
-                    results = [
-                        runtime.process_face(frame, args.person, args.label, color_order="bgr")
-                    ]
+                    results = [runtime.process_face(frame, args.person, label, color_order="bgr")]
                 else:
-                    results = runtime.process_frame(
-                        frame, args.person, args.label, color_order="bgr"
-                    )
+                    results = runtime.process_frame(frame, args.person, label, color_order="bgr")
             except InvalidImageError as error:
                 print(f"frame={name}: {error}, skipped", file=sys.stderr)
                 continue
@@ -133,4 +182,7 @@ def run(args: argparse.Namespace) -> int:
         f"{n_frames} frames, {n_faces} faces; memories in {config.memory_directory()}",
         file=sys.stderr,
     )
+    if n_frames == 0:
+        print(f"error: no frame read from {args.video or f'camera {args.camera}'}", file=sys.stderr)
+        return 1
     return 0

@@ -2,21 +2,29 @@
 
 Writes the standardisation the persons' memories learn in and the person-independent fallback
 classifier for new persons, tied to the encoder file by SHA-256. Rebuild it whenever the models
-change (the runtime refuses a calibration of another encoder).
+change: the runtime and ``clifer-edge eval`` refuse a calibration of another encoder and never
+build one themselves.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from clifer_edge.runtime.calibration import build_calibration
+from clifer_edge.datasets import DatasetError
+from clifer_edge.extras import require
+from clifer_edge.models import ModelFileError
+from clifer_edge.models.calibration import build_calibration
 from clifer_edge.runtime.config import load_config
-from clifer_edge.runtime.runtime import calibration_path, encoder_file, load_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="runtime YAML (default: the shipped default)")
+    parser.add_argument(
+        "--model-dir", default=None, help="exported encoder/generator (default: from --config)"
+    )
+    parser.add_argument("--variant", default=None, help="model variant (default: from --config)")
     parser.add_argument("--data", default="fer2013.npz", help="FER2013 npz (shared data layout)")
     parser.add_argument(
         "--per-class", type=int, default=300, help="training faces per class (default 300)"
@@ -26,12 +34,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    encoder, _ = load_models(config)
-    calibration, scores = build_calibration(
-        encoder, encoder_file(encoder, config), args.data, args.per_class, args.seed
-    )
-    out = Path(args.out) if args.out else calibration_path(config)
+    require("clifer-edge calibrate", "tqdm", "sklearn.metrics")  # progress, scores (eval extra)
+    try:
+        config = load_config(args.config)
+        models: dict[str, object] = {}
+        if args.model_dir is not None:
+            models["directory"] = args.model_dir
+        if args.variant is not None:
+            models["variant"] = args.variant
+        if models:
+            config = config.replace(models=models)
+        files = config.model_files()
+        encoder, _ = files.load(config.models.num_threads)
+        calibration, scores = build_calibration(
+            encoder, files.encoder, args.data, args.per_class, args.seed
+        )
+    except (DatasetError, ModelFileError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else files.calibration
     calibration.save(out)
     print(
         f"calibration written to {out} ({calibration.info['n_train']} FER2013 training faces); "

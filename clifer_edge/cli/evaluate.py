@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from clifer_edge import __version__
-from clifer_edge.apps._common import (
+from clifer_edge.cli._common import (
     add_split_arguments,
     check_split_arguments,
     choose_subjects,
@@ -33,6 +33,7 @@ from clifer_edge.datasets import DatasetError, FaceDataset, load_npz
 from clifer_edge.evaluation.features import prepare_faces
 from clifer_edge.evaluation.protocol import (
     CONDITIONS,
+    ImaginationModel,
     ProtocolConfig,
     few_shot_class,
     run_few_shot_all,
@@ -40,6 +41,7 @@ from clifer_edge.evaluation.protocol import (
 )
 from clifer_edge.evaluation.report import (
     build_results,
+    mean_ci_text,
     summary_table,
     write_json,
     write_report,
@@ -48,6 +50,7 @@ from clifer_edge.evaluation.split import SPLIT_RULE
 from clifer_edge.evaluation.static import logistic_baseline, score_subjects
 from clifer_edge.faces import FaceDetector, FaceDetectorError
 from clifer_edge.fileio import sha256_file
+from clifer_edge.models import CalibrationError, ModelFileError, ModelFiles
 from clifer_edge.preprocessing import InvalidImageError
 
 
@@ -131,36 +134,12 @@ def _parse_list(text: str, allowed: tuple[str, ...] | None, what: str) -> list[s
     return items
 
 
-def _load_models(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """Encoder and generator plus the files' hashes (recorded with the results)."""
-    from clifer_edge.models import DEFAULT_MODEL_DIR, load_default_models, model_filename
-
-    encoder, generator = load_default_models(args.variant, args.threads, args.model_dir)
-    directory = Path(args.model_dir) if args.model_dir else DEFAULT_MODEL_DIR
-    files = {
-        role: directory / model_filename(role, args.variant) for role in ("encoder", "generator")
-    }
-    files["metadata"] = directory / "metadata.json"
-    models = {
-        role: {"path": str(path), "sha256": sha256_file(path)} for role, path in files.items()
-    }
-    return encoder, generator, models
-
-
-def _imagine_fn(encoder: Any, generator: Any, space: FeatureSpace) -> Any:
-    """Imagination as the robot does it (the runtime's ``imagine_latents``)."""
-    from clifer_edge.runtime.imagination import imagine_latents
-
-    def imagine(prototypes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
-        # prototypes live in the memories' space; G and E work on encoder latents
-        latents, imagined = imagine_latents(space.to_latent(prototypes), encoder, generator, labels)
-        return space.to_memory(latents), imagined
-
-    return imagine
-
-
 class FeatureSpace:
-    """Encoder latents <-> the memories' features (calibration standardisation, then a scale)."""
+    """Encoder latents <-> the memories' features (calibration standardisation, then a scale).
+
+    With scale 1 and a calibration this is exactly the robot's space (the runtime's
+    ``calibration.to_memory``/``to_latent``); the imagination scheduler maps through it.
+    """
 
     def __init__(self, calibration: Any, scale: float) -> None:
         self.calibration = calibration
@@ -179,26 +158,12 @@ class FeatureSpace:
         return np.clip(points, -1.0, 1.0)
 
 
-def _calibration(
-    args: argparse.Namespace, encoder: Any, models: dict[str, Any], progress: bool
-) -> tuple[Any, dict[str, Any]]:
-    """The encoder's latent calibration: the file beside the models, else built from FER2013."""
-    from clifer_edge.runtime.calibration import (
-        CalibrationError,
-        LatentCalibration,
-        build_calibration,
+def _imagination_settings() -> str:
+    settings = ProtocolConfig().imagination
+    return (
+        f"chunk_prototypes={settings.chunk_prototypes}, "
+        f"residual={settings.residual}, reimagine_distance={settings.reimagine_distance}"
     )
-
-    encoder_path = Path(models["encoder"]["path"])
-    path = encoder_path.parent / f"calibration_{args.variant}.npz"
-    try:
-        calibration = LatentCalibration.load(path, encoder_sha256=models["encoder"]["sha256"])
-        return calibration, {"path": str(path), "sha256": sha256_file(path), "built": False}
-    except CalibrationError as error:
-        print(f"{error}; building a calibration from FER2013 for this run")
-    data = args.static_train if args.static_train != "none" else "fer2013.npz"
-    calibration, scores = build_calibration(encoder, encoder_path, data, progress=progress)
-    return calibration, {"path": None, "built": True, "data": data, "scores": scores}
 
 
 def _gdm_config(path: str | None) -> Any:
@@ -211,9 +176,15 @@ def _encode(encoder: Any, faces: np.ndarray, space: FeatureSpace) -> np.ndarray:
     return space.to_memory(encoder.encode(faces))
 
 
-def run(args: argparse.Namespace) -> int:
-    from clifer_edge.models import ModelFileError
+def _fallback(space: FeatureSpace) -> Any:
+    """The runtime's answer for a person not learned yet, on the memories' features."""
+    calibration = space.calibration
+    if calibration is None:
+        return None
+    return lambda points: calibration.predict(np.asarray(points) / space.scale)
 
+
+def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         check_split_arguments(args)
@@ -231,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
             raise DatasetError(
                 f"{dataset.source}: no 'subjects' array; the protocol is per subject"
             )
-        encoder, generator, models = _load_models(args)
+        files = ModelFiles.locate(args.model_dir, args.variant)
+        encoder, generator = files.load(args.threads)
+        models = files.provenance()
         meta = encoder.metadata
         detector = None
         if args.detect_faces:
@@ -240,9 +213,11 @@ def run(args: argparse.Namespace) -> int:
         prepared = prepare_faces(dataset, meta.image_size, meta.channels, detector, progress)
         if not prepared.valid.any():
             raise DatasetError(f"{dataset.source}: no face found in any image")
-        calibration, calibration_info = None, None
+        calibration = None
         if args.latent_space == "calibrated":
-            calibration, calibration_info = _calibration(args, encoder, models, progress)
+            calibration = files.load_calibration(encoder)
+        else:
+            models.pop("calibration", None)
         space = FeatureSpace(calibration, args.latent_scale)
         features = np.zeros((len(dataset), meta.z_dim), dtype=np.float32)
         features[prepared.valid] = _encode(encoder, prepared.faces[prepared.valid], space)
@@ -257,27 +232,37 @@ def run(args: argparse.Namespace) -> int:
                 f"(skipped: {len(skipped)})"
             )
         print(f"{name}: {len(subjects)} subjects evaluated, {len(skipped)} skipped")
-        imagine = _imagine_fn(encoder, generator, space) if "clifer" in conditions else None
-        result = run_protocol(subjects, conditions, config, imagine, args.orders, progress)
+        imagination = ImaginationModel(encoder, generator, space)
+        fallback = _fallback(space)
+        result = run_protocol(
+            subjects, conditions, config, imagination, args.orders, progress, fallback
+        )
         result.skipped = skipped
-        few_shot = _few_shot(args, dataset, features, prepared.valid, conditions, config, imagine)
+        few_shot = _few_shot(
+            args, dataset, features, prepared.valid, conditions, config, imagination
+        )
         static = _static(args, encoder, space, subjects, progress)
         info = _meta(args, dataset, models, meta, prepared, leaks)
-        if calibration_info is not None:
-            info["calibration"] = calibration_info
         document = build_results(result, info, few_shot, static)
         document["seconds"] = round(time.perf_counter() - started, 1)
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(document, args.out / "results.json")
         written = write_report(document, args.out)
-    except (DatasetError, InvalidImageError, FaceDetectorError, ModelFileError, ValueError) as e:
+    except (
+        DatasetError,
+        InvalidImageError,
+        FaceDetectorError,
+        ModelFileError,
+        CalibrationError,
+        ValueError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(summary_table(document["summary"])))
     for baseline in (static or {}).get("classifiers", []):
         print(
-            f"static baseline {baseline['name']}: F1 {baseline['f1_mean']:.3f} "
-            f"± {baseline['f1_ci95']:.3f}"
+            f"static baseline {baseline['name']}: F1 "
+            f"{mean_ci_text(baseline['f1_mean'], baseline['f1_ci95'])}"
         )
     print(f"wrote {args.out / 'results.json'}, " + ", ".join(str(p) for p in written))
     print(f"total {document['seconds']} s")
@@ -291,7 +276,7 @@ def _few_shot(
     valid: np.ndarray,
     conditions: list[str],
     config: ProtocolConfig,
-    imagine: Any,
+    imagination: ImaginationModel,
 ) -> dict[str, Any] | None:
     if args.few_shot_class == "none":
         return None
@@ -302,7 +287,7 @@ def _few_shot(
         new_class,
         conditions,
         config,
-        imagine,
+        imagination,
         shots=[int(k) for k in args.shots.split(",")],
         min_classes=args.few_shot_min_classes,
         max_subjects=args.max_subjects,
@@ -336,14 +321,14 @@ def _static(
 ) -> dict[str, Any] | None:
     """Person-independent classifiers on the same held-out faces."""
     classifiers = []
-    if space.calibration is not None:
-        calibration = space.calibration
+    fallback = _fallback(space)
+    if fallback is not None:
         classifiers.append(
             score_subjects(
                 "fallback",
                 "the runtime's answer for a person not learned yet: nearest FER2013 class mean "
                 "of the encoder's latent calibration",
-                lambda points: calibration.predict(np.asarray(points) / space.scale),
+                fallback,
                 subjects,
             )
         )
@@ -396,10 +381,11 @@ def _meta(
             f"{model_meta.z_dim}, {model_meta.image_size}x{model_meta.image_size}x"
             f"{model_meta.channels} faces)",
         },
-        "imagination": "after each class, up to 20 episodic prototypes (BMUs of that class's real "
-        "faces) decoded "
-        "by G under every other expression of the model vocabulary, re-encoded by E, and "
-        "trained in episodes of 5 with RNAT replay (runtime.imagination.imagine_latents)",
+        "imagination": "after each class, the robot's ImaginationScheduler runs as in an idle "
+        "period without time limit: the subject's episodic prototypes not imagined yet are "
+        "decoded by G under every expression of the model vocabulary not learned for real, "
+        "re-encoded by E and learned in chunks by the memory's imagined network, which yields "
+        f"to real faces ({_imagination_settings()})",
         "split_rule": SPLIT_RULE,
         "split": {
             "test_fraction": round(args.test_fraction, 4),

@@ -2,14 +2,16 @@
 person's expressions class by class and imagines the missing ones while the robot is idle.
 
 Subjects come from the shared data: JAFFE full-frame photos (so the face detector runs) and CK+
-face crops. For each subject the expressions are presented one class at a time (neutral first for
-JAFFE), as labelled episodes; between classes the robot is idle and the imagination scheduler runs.
-After each class the subject's held-out faces are classified (unlabelled, through the runtime). The
-same stream goes through a second runtime with imagination switched off. Reported per person:
-macro F1 on the classes seen so far and on all of the subject's classes (mean over the steps),
-with and without imagination, and timings. Held-out faces: JAFFE one photo per class; CK+ the last
-of the three frames of the class's sequence (near-duplicate of the training frames, so CK+
-seen-class F1 is optimistic; unseen-class F1 is not affected).
+face crops. For each subject the expressions are presented one class at a time in CLIFER's order
+(:func:`clifer_edge.evaluation.class_order`: neutral first where there is one), as labelled
+episodes; between classes the robot is idle and the imagination scheduler runs. After each class
+the subject's held-out faces are classified (unlabelled, through the runtime). The same stream goes
+through a second runtime with imagination switched off. Reported per person: macro F1 on the
+classes seen so far and on all of the subject's classes (mean over the steps), with and without
+imagination, and timings. Held-out faces and F1 are those of ``clifer-edge eval``
+(:data:`clifer_edge.evaluation.SPLIT_RULE`): JAFFE one of each class's three photos; CK+ the last
+of the three frames of the class's sequence (a frame split: near-duplicates of the training
+frames, so CK+ seen-class F1 is optimistic; unseen-class F1 is not affected).
 """
 
 from __future__ import annotations
@@ -18,31 +20,48 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
 from tqdm import tqdm
 
-from clifer_edge.datasets import FaceDataset, default_data_dir, load_npz
+from clifer_edge.datasets import (
+    DATA_DIR_ENV,
+    DatasetError,
+    FaceDataset,
+    default_data_dir,
+    load_npz,
+)
+from clifer_edge.evaluation.features import prepare_faces
+from clifer_edge.evaluation.protocol import class_order, macro_f1
+from clifer_edge.evaluation.split import split_subject
 from clifer_edge.labels import BASIC_EXPRESSIONS
+from clifer_edge.models import CalibrationError, ModelFileError
 from clifer_edge.preprocessing import to_uint8
 from clifer_edge.runtime.config import load_config
-from clifer_edge.runtime.runtime import ExpressionRuntime, find_calibration, load_models
+from clifer_edge.runtime.runtime import ExpressionRuntime
 
 logger = logging.getLogger(__name__)
 
 #: Label given to a held-out face when no face was detected in it (counts as wrong).
 NO_FACE = "no-face"
 
+#: The shared data files the demo reads (JAFFE full photos, CK+ crops).
+DATA_FILES = ("jaffe.npz", "ckplus48.npz")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out/)")
     parser.add_argument("--config", help="runtime YAML (default: the shipped default)")
-    parser.add_argument("--data-dir", help="shared data folder (default ../shared/data)")
+    parser.add_argument(
+        "--data-dir",
+        help=f"shared data folder holding {' and '.join(DATA_FILES)} "
+        f"(default: ${DATA_DIR_ENV}, else ../shared/data)",
+    )
     parser.add_argument("--jaffe-subjects", type=int, default=10, help="JAFFE subjects (of 10)")
     parser.add_argument(
         "--ck-subjects", type=int, default=8, help="CK+ subjects, most classes first (8)"
@@ -55,14 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Subject:
-    """One person's stream: per class, training items and held-out items."""
+    """One person's stream: per class (in presentation order), training and held-out rows."""
 
     name: str
     dataset: str
     full_frames: bool
+    data: FaceDataset
     classes: list[str]
-    train: dict[str, list[np.ndarray]]
-    test: dict[str, list[np.ndarray]]
+    train: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+
+    def images(self, rows: np.ndarray) -> list[np.ndarray]:
+        return [self.data.images[i] for i in rows]
 
 
 @dataclass
@@ -73,52 +96,44 @@ class Curves:
     all: list[float] = field(default_factory=list)
 
 
-def jaffe_subjects(data: FaceDataset, count: int) -> list[Subject]:
-    """JAFFE subjects with all seven classes; one photo per class held out (the last by id)."""
-    names = sorted(set(data.subjects.tolist()))[:count]
+def split_subjects(
+    data: FaceDataset, names: list[str], prefix: str, full_frames: bool, seed: int
+) -> list[Subject]:
+    """The evaluation's split and class order for each named subject (basic expressions only:
+    the generator imagines those). Classes recorded in one sequence (CK+) hold out their last
+    frame."""
+    data = data.subset(np.isin(data.labels, BASIC_EXPRESSIONS))
     out = []
     for name in names:
-        rows = np.flatnonzero(data.subjects == name)
-        classes = [c for c in BASIC_EXPRESSIONS if c in set(data.labels[rows].tolist())]
-        train, test = {}, {}
-        for label in classes:
-            picked = rows[data.labels[rows] == label]
-            picked = picked[np.argsort(data.ids[picked])]
-            train[label] = [data.images[i] for i in picked[:-1]]
-            test[label] = [data.images[picked[-1]]]
-        out.append(Subject(f"jaffe-{name}", "JAFFE", True, classes, train, test))
+        split = split_subject(data, name, seed=seed, allow_frame_split=True)
+        classes = class_order(split.classes)
+        train = {c: split.train[data.labels[split.train] == c] for c in classes}
+        test = {c: split.test[data.labels[split.test] == c] for c in classes}
+        dataset = "JAFFE" if full_frames else "CK+"
+        out.append(Subject(f"{prefix}-{name}", dataset, full_frames, data, classes, train, test))
     return out
 
 
-def ck_subjects(data: FaceDataset, count: int) -> list[Subject]:
-    """CK+ subjects with the most basic classes; the last frame of each sequence held out."""
+def jaffe_subjects(data: FaceDataset, count: int, seed: int = 0) -> list[Subject]:
+    """The first ``count`` JAFFE subjects (by name)."""
+    names = sorted(set(data.subjects.tolist()))[:count]
+    return split_subjects(data, names, "jaffe", True, seed)
+
+
+def ck_subjects(data: FaceDataset, count: int, seed: int = 0) -> list[Subject]:
+    """The ``count`` CK+ subjects with the most basic classes."""
     basic = np.isin(data.labels, BASIC_EXPRESSIONS)
     n_classes = {
         name: len(set(data.labels[(data.subjects == name) & basic].tolist()))
         for name in set(data.subjects.tolist())
     }
     names = sorted(n_classes, key=lambda name: (-n_classes[name], name))[:count]
-    out = []
-    for name in names:
-        rows = np.flatnonzero((data.subjects == name) & basic)
-        classes = [c for c in BASIC_EXPRESSIONS if c in set(data.labels[rows].tolist())]
-        train, test = {}, {}
-        for label in classes:
-            picked = rows[data.labels[rows] == label]
-            picked = picked[np.lexsort((data.frames[picked], data.sequences[picked]))]
-            train[label] = [data.images[i] for i in picked[:-1]]
-            test[label] = [data.images[picked[-1]]]
-        out.append(Subject(f"ck-{name}", "CK+", False, classes, train, test))
-    return out
+    return split_subjects(data, names, "ck", False, seed)
 
 
-def load_ck_frames(path: Path) -> FaceDataset:
-    """CK+ with its ``frames`` column (not part of the generic layout) attached."""
-    data = load_npz(path)
-    with np.load(path, allow_pickle=False) as archive:
-        frames = archive["frames"]
-    data.__dict__["frames"] = frames  # frozen dataclass: attach the extra column once
-    return data
+def n_test(subject: Subject) -> int:
+    """Held-out faces of a subject."""
+    return sum(len(rows) for rows in subject.test.values())
 
 
 class SimClock:
@@ -142,37 +157,27 @@ def _feed(rt: ExpressionRuntime, subject: Subject, image: np.ndarray, label: str
     return rt.process_face(image, person_id=subject.name, label=label).label
 
 
-def _macro_f1(truth: list[str], predicted: list[str], classes: list[str]) -> float:
-    if not truth:
-        return float("nan")
-    return float(f1_score(truth, predicted, labels=classes, average="macro", zero_division=0.0))
-
-
 def evaluate(rt: ExpressionRuntime, subject: Subject, seen: list[str]) -> tuple[float, float]:
-    """Macro F1 on the held-out faces of the seen classes and of all the subject's classes."""
+    """Macro F1 (the evaluation's) on the held-out faces of the seen classes and of all the
+    subject's classes."""
     truth, predicted = [], []
     for label in subject.classes:
-        for image in subject.test[label]:
+        for image in subject.images(subject.test[label]):
             truth.append(label)
             predicted.append(_feed(rt, subject, image, None))
-    seen_rows = [i for i, label in enumerate(truth) if label in seen]
-    f1_seen = _macro_f1(
-        [truth[i] for i in seen_rows], [predicted[i] for i in seen_rows], list(seen)
-    )
-    return f1_seen, _macro_f1(truth, predicted, subject.classes)
+    truth_array, predicted_array = np.asarray(truth), np.asarray(predicted)
+    is_seen = np.isin(truth_array, seen)
+    f1_seen = macro_f1(truth_array[is_seen], predicted_array[is_seen], seen)
+    return f1_seen, macro_f1(truth_array, predicted_array, subject.classes)
 
 
-def _face_crop(rt: ExpressionRuntime, subject: Subject, image: np.ndarray) -> np.ndarray | None:
-    """The model input the runtime makes of one of the subject's images (None if no face)."""
-    from clifer_edge.preprocessing import preprocess_face
-
-    size, channels = rt.image_size, rt.channels
-    if not subject.full_frames:
-        return preprocess_face(image, size, channels)
-    found = rt.detector.detect(image)
-    if not found:
-        return None
-    return preprocess_face(image, size, channels, box=found[0].box, margin=rt.config.faces.margin)
+def _face_crop(rt: ExpressionRuntime, subject: Subject, row: int) -> np.ndarray | None:
+    """The model input of one of the subject's images (the evaluation's face preparation with
+    the runtime's detector); None if no face is found."""
+    detector = rt.detector if subject.full_frames else None
+    one = subject.data.subset(np.array([row]))
+    prepared = prepare_faces(one, rt.image_size, rt.channels, detector, progress=False)
+    return prepared.faces[0] if prepared.valid[0] else None
 
 
 def imagined_grid(rt: ExpressionRuntime, subjects: list[Subject], path: Path) -> int:
@@ -193,7 +198,7 @@ def imagined_grid(rt: ExpressionRuntime, subjects: list[Subject], path: Path) ->
         prototypes, labels = rt.scheduler.real_prototypes(state)
         first = [i for i, label in enumerate(labels) if label == subject.classes[0]]
         if first:
-            real = _face_crop(rt, subject, subject.train[subject.classes[0]][0])
+            real = _face_crop(rt, subject, int(subject.train[subject.classes[0]][0]))
             rows.append((subject.name, labels[first[0]], prototypes[first[0]], real))
     if not rows:
         return 0
@@ -243,11 +248,15 @@ def plot_curves(subjects: list[Subject], curves: dict[str, dict[str, Curves]], p
     import matplotlib.pyplot as plt
 
     datasets = sorted({s.dataset for s in subjects})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         names = [s.name for s in subjects if s.dataset == dataset]
-        for mode, style in (("imagination", "-"), ("no imagination", "--")):
-            for part, color in (("all", "tab:blue"), ("seen", "tab:orange")):
+        # colour = with or without imagination; line and marker = which classes are tested
+        for mode, color, what in (
+            ("imagination", "tab:green", "with imagination"),
+            ("no imagination", "tab:gray", "no imagination"),
+        ):
+            for part, style, marker in (("all", "-", "o"), ("seen", ":", "s")):
                 series = [getattr(curves[mode][name], part) for name in names]
                 length = max(len(s) for s in series)
                 mean = [np.mean([s[k] for s in series if len(s) > k]) for k in range(length)]
@@ -256,32 +265,61 @@ def plot_curves(subjects: list[Subject], curves: dict[str, dict[str, Curves]], p
                     mean,
                     style,
                     color=color,
-                    marker="o",
-                    label=f"{part} classes, {mode}",
+                    marker=marker,
+                    linewidth=2.2 if mode == "imagination" else 1.4,
+                    label=f"{what}, {part} classes",
                 )
         ax.set_title(f"{dataset}: mean over {len(names)} subjects")
         ax.set_xlabel("classes learned")
         ax.set_ylabel("macro F1 (held-out faces)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    # one legend for both panels, below them, where it hides no curve
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def missing_data(data_dir: Path) -> str | None:
+    """One line naming the folder and how to point at the data, or None if it is all there."""
+    missing = [name for name in DATA_FILES if not (data_dir / name).is_file()]
+    if not missing:
+        return None
+    what = "no such folder" if not data_dir.is_dir() else f"no {' or '.join(missing)} there"
+    return (
+        f"shared data not found in {data_dir} ({what}): pass --data-dir DIR or set "
+        f"{DATA_DIR_ENV}=DIR to the folder holding {' and '.join(DATA_FILES)}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    problem = missing_data(data_dir)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     config = load_config(args.config)
-    encoder, generator = load_models(config)
-    calibration = find_calibration(config, encoder, cache_dir=out)
+    files = config.model_files()
+    try:
+        encoder, generator = files.load(config.models.num_threads)
+        calibration = files.load_calibration(encoder)
+    except (ModelFileError, CalibrationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
-    subjects = jaffe_subjects(load_npz(data_dir / "jaffe.npz"), args.jaffe_subjects)
-    subjects += ck_subjects(load_ck_frames(data_dir / "ckplus48.npz"), args.ck_subjects)
+    try:
+        jaffe, ckplus = (load_npz(data_dir / name) for name in DATA_FILES)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    subjects = jaffe_subjects(jaffe, args.jaffe_subjects, args.seed)
+    subjects += ck_subjects(ckplus, args.ck_subjects, args.seed)
     clock = SimClock()
     runtimes: dict[str, ExpressionRuntime] = {}
     for mode, enabled in (("imagination", True), ("no imagination", False)):
@@ -300,14 +338,14 @@ def run(args: argparse.Namespace) -> int:
     imagination_s = {s.name: 0.0 for s in subjects}
     n_steps = max(len(s.classes) for s in subjects)
     total = sum(
-        2 * (sum(len(v) for v in s.train.values()) + (len(s.classes) + 1) * len(s.classes))
+        2 * (sum(len(v) for v in s.train.values()) + (len(s.classes) + 1) * n_test(s))
         for s in subjects
     )
     with tqdm(total=total, desc="faces", unit="face") as progress:
         for subject in subjects:  # before learning: the fallback answers
             _, before[subject.name] = evaluate(runtimes["imagination"], subject, [])
             evaluate(runtimes["no imagination"], subject, [])
-            progress.update(2 * len(subject.classes))
+            progress.update(2 * n_test(subject))
         for step in range(n_steps):
             for subject in subjects:
                 if step >= len(subject.classes):
@@ -315,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
                 label = subject.classes[step]
                 seen = subject.classes[: step + 1]
                 for mode, rt in runtimes.items():
-                    for image in subject.train[label]:
+                    for image in subject.images(subject.train[label]):
                         _feed(rt, subject, image, label)
                         progress.update(1)
                     # The person leaves: an idle gap, in which imagination may run.
@@ -332,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
                     f1_seen, f1_all = evaluate(rt, subject, seen)
                     curves[mode][subject.name].seen.append(f1_seen)
                     curves[mode][subject.name].all.append(f1_all)
-                    progress.update(len(subject.classes))
+                    progress.update(n_test(subject))
 
     grid_rows = imagined_grid(runtimes["imagination"], subjects, out / "imagined.png")
     plot_curves(subjects, curves, out / "f1_curves.png")

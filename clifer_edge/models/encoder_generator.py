@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from clifer_edge.fileio import atomic_write_text
 from clifer_edge.labels import canonical_label, one_hot_index
 from clifer_edge.models.litert import ModelFileError, TFLiteModel
 
@@ -27,19 +28,6 @@ from clifer_edge.models.litert import ModelFileError, TFLiteModel
 METADATA_FORMAT = "clifer-edge-imagination-model"
 METADATA_VERSION = 1
 METADATA_FILENAME = "metadata.json"
-#: Variants the export writes (``encoder_<variant>.tflite``, ``generator_<variant>.tflite``).
-VARIANTS: tuple[str, ...] = ("int8", "float16", "float32")
-#: Directory of the models bundled with the package.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
-
-
-def model_filename(role: str, variant: str) -> str:
-    """File name of an exported model, e.g. ``encoder_int8.tflite``."""
-    if role not in ("encoder", "generator"):
-        raise ValueError(f"role={role!r} should be 'encoder' or 'generator'")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant={variant!r} should be one of {list(VARIANTS)}")
-    return f"{role}_{variant}.tflite"
 
 
 @dataclass(frozen=True)
@@ -147,10 +135,7 @@ class ModelMetadata:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the JSON atomically (a reader never sees half a file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n", "utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -349,29 +334,3 @@ class Generator(_ImaginationPart):
             return np.zeros((0, *self.metadata.image_shape), np.float32)
         images = self._run_batched({"z": z, "expression": self.one_hot(expressions)})
         return np.clip(images, -1.0, 1.0)
-
-
-def load_default_models(
-    variant: str = "int8",
-    num_threads: int = 1,
-    model_dir: str | os.PathLike[str] | None = None,
-) -> tuple[Encoder, Generator]:
-    """The encoder and generator bundled with the package (or exported into ``model_dir``).
-
-    Raises
-    ------
-    ModelFileError
-        If the files are missing or do not match their metadata.
-    """
-    directory = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-    paths = [directory / model_filename(role, variant) for role in ("encoder", "generator")]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise ModelFileError(
-            f"model files {missing} not found; export them with "
-            f"`clifer-export --checkpoint RUN_DIR --format {variant} --out {directory}`"
-        )
-    metadata_path = directory / METADATA_FILENAME
-    encoder = Encoder(paths[0], metadata_path, num_threads)
-    generator = Generator(paths[1], metadata_path, num_threads)
-    return encoder, generator

@@ -1,1 +1,0 @@
-"""Command-line applications of ``clifer-edge`` (one module per sub-command)."""

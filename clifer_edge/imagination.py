@@ -1,0 +1,137 @@
+"""Imagination: a person's faces under expressions they have not shown, in latent space.
+
+CLIFER's Imagination model lets the robot picture a known person with another expression. For each
+episodic prototype (a BMU weight, i.e. a latent the person really produced), the generator renders
+the face under every other expression c, G(z, c); the encoder maps that picture back to the latent
+space, E(G(z, c)); the memories are then trained on these imagined latents with label c. This module
+is that computation, shared by the robot (:mod:`clifer_edge.runtime.scheduler` runs it in idle time)
+and the evaluation protocol (:mod:`clifer_edge.evaluation.protocol`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from clifer_edge.labels import canonical_label
+
+
+def generator_vocabulary(model: Any) -> tuple[str, ...]:
+    """The expressions a model's metadata lists (canonical names, in one-hot order)."""
+    return tuple(canonical_label(name) for name in model.metadata.vocabulary)
+
+
+def _check_prototypes(prototypes: np.ndarray, source_labels: Sequence[str]) -> np.ndarray:
+    prototypes = np.asarray(prototypes, dtype=np.float32)
+    if prototypes.ndim != 2:
+        raise ValueError(f"prototypes of shape {prototypes.shape} should be (n_prototypes, z_dim)")
+    if len(source_labels) != prototypes.shape[0]:
+        raise ValueError(f"{len(source_labels)} source labels for {prototypes.shape[0]} prototypes")
+    if not np.all(np.isfinite(prototypes)):
+        raise ValueError("prototypes contain NaN or infinite values")
+    return prototypes
+
+
+def imagine_faces(
+    prototypes: np.ndarray,
+    generator: Any,
+    source_labels: Sequence[str],
+    targets: Iterable[str] | None = None,
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Render each prototype under every target expression other than its own.
+
+    Parameters
+    ----------
+    prototypes : ndarray of shape (n_prototypes, z_dim)
+        Latents (episodic BMU weights) of one person.
+    generator : Generator
+        The Imagination model's decoder, ``generate(z, expressions) -> faces``.
+    source_labels : sequence of str
+        The label of each prototype (its own expression is not imagined again).
+    targets : iterable of str, optional
+        Expressions to imagine; default: the generator's whole vocabulary.
+
+    Returns
+    -------
+    faces : ndarray of shape (m, H, W, C), float32 in [-1, 1]
+    labels : list of str, length m
+        The imagined expression of each face.
+    rows : ndarray of int, shape (m,)
+        Index of the prototype each face was imagined from.
+    """
+    prototypes = _check_prototypes(prototypes, source_labels)
+    vocabulary = generator_vocabulary(generator)
+    if targets is None:
+        wanted = vocabulary
+    else:
+        wanted = tuple(canonical_label(name) for name in targets)
+        unknown = [name for name in wanted if name not in vocabulary]
+        if unknown:
+            raise ValueError(
+                f"cannot imagine {unknown}: not in the generator vocabulary {list(vocabulary)}"
+            )
+    rows: list[int] = []
+    labels: list[str] = []
+    for row, source in enumerate(source_labels):
+        source = canonical_label(source)
+        for target in wanted:
+            if target != source:
+                rows.append(row)
+                labels.append(target)
+    index = np.asarray(rows, dtype=np.int64)
+    if not rows:
+        size = generator.metadata.image_size
+        return np.zeros((0, size, size, generator.metadata.channels), np.float32), [], index
+    z = np.clip(prototypes[index], -1.0, 1.0)
+    faces = generator.generate(z, labels)
+    return faces, labels, index
+
+
+def imagine_latents(
+    prototypes: np.ndarray,
+    encoder: Any,
+    generator: Any,
+    source_labels: Sequence[str],
+    targets: Iterable[str] | None = None,
+    residual: bool = False,
+) -> tuple[np.ndarray, list[str]]:
+    """Imagined latents E(G(z, c)) for every prototype z and every other expression c.
+
+    Parameters are as for :func:`imagine_faces`, plus ``encoder`` (``encode(faces) -> latents``)
+    and ``residual``: if True, return ``z + E(G(z, c)) - E(G(z, s))`` (s = the prototype's own
+    expression) instead, i.e. only the generator's *change of expression* is added to the real
+    prototype, which cancels the offset between reconstructed and real faces (the generator's
+    reconstruction error) at the cost of one more generate/encode per prototype.
+
+    Returns
+    -------
+    latents : ndarray of shape (m, z_dim), float32
+    labels : list of str, length m
+    """
+    faces, labels, rows = imagine_faces(prototypes, generator, source_labels, targets)
+    if not labels:
+        return np.zeros((0, np.asarray(prototypes).shape[1]), np.float32), []
+    latents = np.asarray(encoder.encode(faces), dtype=np.float32)
+    if residual:
+        own = reconstruct_latents(prototypes, encoder, generator, source_labels)
+        latents = np.clip(np.asarray(prototypes)[rows] + latents - own[rows], -1.0, 1.0)
+    return latents.astype(np.float32), labels
+
+
+def reconstruct_latents(
+    prototypes: np.ndarray, encoder: Any, generator: Any, source_labels: Sequence[str]
+) -> np.ndarray:
+    """E(G(z, s)) for each prototype z under its own expression s (z itself if G cannot draw s)."""
+    prototypes = _check_prototypes(prototypes, source_labels)
+    vocabulary = generator_vocabulary(generator)
+    own = prototypes.copy()
+    drawable = [i for i, label in enumerate(source_labels) if canonical_label(label) in vocabulary]
+    if drawable:
+        faces = generator.generate(
+            np.clip(prototypes[drawable], -1.0, 1.0),
+            [canonical_label(source_labels[i]) for i in drawable],
+        )
+        own[drawable] = np.asarray(encoder.encode(faces), dtype=np.float32)
+    return own
