@@ -33,6 +33,8 @@ TINY = {
     "dz_units": [8],
     "classifier_units": [8],
     "z_dim": 12,
+    "z_expression_dim": 6,
+    "pretrain_epochs": 1,
     "batch_size": 32,
     "epochs": 1,
     "max_train_samples": 64,

@@ -16,7 +16,7 @@ from clifer_edge.labels import BASIC_EXPRESSIONS  # noqa: E402
 from clifer_train import data as data_lib  # noqa: E402
 from clifer_train.caae import CAAE  # noqa: E402
 from clifer_train.config import TrainConfig  # noqa: E402
-from clifer_train.models import build_all  # noqa: E402
+from clifer_train.models import build_all, freeze_expression_path  # noqa: E402
 from clifer_train.train import _build_caae, train  # noqa: E402
 
 #: Tiny widths: every code path of the default model, a fraction of its cost.
@@ -26,6 +26,9 @@ TINY = {
     "disc_filters": [8, 8, 16],
     "dz_units": [16],
     "classifier_units": [16],
+    "z_dim": 16,
+    "z_expression_dim": 8,
+    "pretrain_epochs": 1,
     "batch_size": 32,
     "epochs": 2,
     "learning_rate": 1e-3,
@@ -63,7 +66,8 @@ def two_epoch_run(fer_small: Path, tmp_path_factory: pytest.TempPathFactory):
 # --- configuration -----------------------------------------------------------------------
 def test_shipped_configs_load() -> None:
     default = TrainConfig.named("default")
-    assert (default.image_size, default.channels, default.z_dim) == (48, 1, 50)
+    assert (default.image_size, default.channels, default.z_dim) == (48, 1, 64)
+    assert default.z_expression_dim == 32 and default.pretrain_epochs > 0
     assert tuple(default.vocabulary) == BASIC_EXPRESSIONS
     paper = TrainConfig.named("paper")
     assert paper.image_size == 96
@@ -173,49 +177,99 @@ def test_class_folder_layout(tmp_path: Path, fer_small: Path) -> None:
     assert prepared.images.min() >= -1.0 and prepared.images.max() <= 1.0
 
 
-def test_training_dataset_is_deterministic_per_epoch(fer_small: Path) -> None:
+def test_batches_are_deterministic_per_epoch(fer_small: Path) -> None:
     cfg = TrainConfig(**TINY)
     train_faces, _ = data_lib.load_splits(fer_small, cfg)
-    whole = list(data_lib.training_dataset(train_faces, cfg, 0, 2).as_numpy_iterator())
-    second = list(data_lib.training_dataset(train_faces, cfg, 1, 2).as_numpy_iterator())
-    steps = data_lib.steps_per_epoch(len(train_faces), cfg.batch_size)
-    assert len(whole) == 2 * steps
-    for (x_a, y_a), (x_b, y_b) in zip(whole[steps:], second, strict=True):
+    from_start = data_lib.FaceBatches(train_faces, cfg, first_epoch=0)
+    follow = data_lib.FollowEpochs(from_start)
+    epoch0 = [from_start[i] for i in range(len(from_start))]
+    from_start.on_epoch_end()  # Keras calls it more often than once per epoch: no effect
+    assert from_start[0][0] == pytest.approx(epoch0[0][0])
+    follow.on_epoch_begin(1)
+    epoch1 = [from_start[i] for i in range(len(from_start))]
+    resumed = data_lib.FaceBatches(train_faces, cfg, first_epoch=1)
+    again = [resumed[i] for i in range(len(resumed))]
+    for (x_a, y_a), (x_b, y_b) in zip(epoch1, again, strict=True):
         np.testing.assert_array_equal(x_a, x_b)
         np.testing.assert_array_equal(y_a, y_b)
-    assert not np.array_equal(whole[0][0], whole[steps][0])  # reshuffled/augmented per epoch
-    assert whole[0][0].min() >= -1.0 and whole[0][0].max() <= 1.0
+    assert not np.array_equal(epoch0[0][0], epoch1[0][0])  # reshuffled/augmented per epoch
+    assert epoch0[0][0].min() >= -1.0 and epoch0[0][0].max() <= 1.0
+    assert epoch0[0][0].shape == (cfg.batch_size, 48, 48, 1)
+    # Augmentation keeps faces recognisable: close to the source, not identical.
+    order = from_start.order(0)[: cfg.batch_size]
+    diff = np.abs(epoch0[0][0] - train_faces.images[order]).mean()
+    assert 0.0 < diff < 0.5
+
+
+def test_class_weights_balance_rare_classes(fer_small: Path) -> None:
+    labels = np.array([0] * 90 + [1] * 10)
+    none = data_lib.class_weights(labels, 2, "none")
+    sqrt = data_lib.class_weights(labels, 2, "sqrt")
+    inverse = data_lib.class_weights(labels, 2, "inverse")
+    np.testing.assert_allclose(none, [1.0, 1.0])
+    assert sqrt[1] / sqrt[0] == pytest.approx(3.0, rel=1e-5)
+    assert inverse[1] / inverse[0] == pytest.approx(9.0, rel=1e-5)
+    for weights in (sqrt, inverse):  # mean weight per face stays 1
+        assert (weights[labels]).mean() == pytest.approx(1.0, rel=1e-5)
+    weighted = data_lib.FaceBatches(
+        data_lib.load_splits(fer_small, TrainConfig(**TINY))[0], TrainConfig(**TINY), weighted=True
+    )
+    assert len(weighted[0]) == 3
 
 
 # --- models -----------------------------------------------------------------------------------
 def test_build_and_one_step_on_real_faces(fer_small: Path) -> None:
     cfg = TrainConfig(**TINY)
     faces, _ = data_lib.load_splits(fer_small, cfg)
-    images = tf.constant(faces.images[:16])
-    one_hot = tf.one_hot(faces.labels[:16], cfg.n_classes)
+    images = faces.images[:32]
+    one_hot = np.eye(cfg.n_classes, dtype=np.float32)[faces.labels[:32]]
 
     models = build_all(cfg)
     encoder, generator = models["encoder"], models["generator"]
     assert [t.name for t in encoder.inputs] == ["image"]
     assert sorted(t.name for t in generator.inputs) == ["expression", "z"]
-    z = encoder(images)
-    assert z.shape == (16, cfg.z_dim) and float(tf.reduce_max(tf.abs(z))) <= 1.0
-    fake = generator({"z": z, "expression": one_hot})
-    assert fake.shape == images.shape and float(tf.reduce_max(tf.abs(fake))) <= 1.0
-    assert models["image_discriminator"]([images, one_hot]).shape == (16, 1)
-    assert models["latent_discriminator"](z).shape == (16, 1)
-    assert models["classifier"](z).shape == (16, cfg.n_classes)
+    z = np.asarray(encoder(images))
+    assert z.shape == (32, cfg.z_dim) and np.abs(z).max() <= 1.0
+    fake = np.asarray(generator({"z": z, "expression": one_hot}))
+    assert fake.shape == images.shape and np.abs(fake).max() <= 1.0
+    # G reads the identity code only: the input face's expression code cannot steer it.
+    other = z.copy()
+    other[:, : cfg.z_expression_dim] = -other[:, : cfg.z_expression_dim]
+    np.testing.assert_array_equal(fake, np.asarray(generator({"z": other, "expression": one_hot})))
+    assert models["image_discriminator"]([images, one_hot]).shape == (32, 1)
+    identity = z[:, cfg.z_expression_dim :]
+    assert models["latent_discriminator"](identity).shape == (32, 1)
+    assert models["classifier"](z[:, : cfg.z_expression_dim]).shape == (32, cfg.n_classes)
 
-    caae = _build_caae(cfg, mixed=False, steps_per_epoch=10)
+    caae = _build_caae(cfg, models, mixed=False, steps_per_epoch=10)
     assert isinstance(caae, CAAE)
-    before = {name: [w.numpy() for w in getattr(caae, name).trainable_weights] for name in models}
-    logs = caae.train_step((images, one_hot))
+    before = {name: [w.numpy() for w in m.trainable_weights] for name, m in models.items()}
+    logs = caae.train_on_batch(images, one_hot, return_dict=True)
     for name, value in logs.items():
         assert np.isfinite(float(value)), name
     for name, weights in before.items():
-        after = getattr(caae, name).trainable_weights
+        after = models[name].trainable_weights
         changed = any(not np.array_equal(b, a.numpy()) for b, a in zip(weights, after, strict=True))
         assert changed, f"{name} was not trained by train_step"
+
+
+def test_stage_two_keeps_the_expression_path_fixed(fer_small: Path) -> None:
+    cfg = TrainConfig(**TINY)
+    faces, _ = data_lib.load_splits(fer_small, cfg)
+    images = faces.images[:32]
+    one_hot = np.eye(cfg.n_classes, dtype=np.float32)[faces.labels[:32]]
+    models = build_all(cfg)
+    freeze_expression_path(models["encoder"], models["classifier"])
+    caae = _build_caae(cfg, models, mixed=False, steps_per_epoch=10)
+    code_before = np.asarray(models["encoder"](images))[:, : cfg.z_expression_dim]
+    fixed = [w.numpy() for w in models["classifier"].weights]
+    caae.train_on_batch(images, one_hot)
+    code_after = np.asarray(models["encoder"](images))
+    np.testing.assert_array_equal(code_before, code_after[:, : cfg.z_expression_dim])
+    for b, a in zip(fixed, models["classifier"].weights, strict=True):
+        np.testing.assert_array_equal(b, a.numpy())
+    trainable = {w.path.split("/")[0] for w in models["encoder"].trainable_weights}
+    assert trainable and all(name.startswith("identity_") for name in trainable)
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -226,10 +280,13 @@ def test_two_epochs_lower_reconstruction_and_write_run_dir(two_epoch_run) -> Non
     assert np.isfinite(history[1]["val_reconstruction"])
     for name in ("config.yaml", "encoder.keras", "generator.keras", "history.csv", "curves.png"):
         assert (out / name).is_file(), name
+    for name in ("history.csv", "curves.png", "epoch_001.npz"):
+        assert (out / "pretrain" / name).is_file(), name
     assert (out / "samples" / "epoch_002.png").is_file()
     assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
     info = json.loads((out / "train_info.json").read_text())
-    assert info["epochs_done"] == 2 and info["z_dim"] == 50
+    assert info["epochs_done"] == 2 and info["z_dim"] == 16 and info["z_expression_dim"] == 8
+    assert info["backend"] == "tensorflow"
     assert info["vocabulary"] == list(BASIC_EXPRESSIONS)
     assert len(info["data_sha256"]) == 64
 
@@ -263,3 +320,16 @@ def test_mixed_precision_run_saves_float32_models(fer_small: Path, tmp_path: Pat
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
     encoder = keras.models.load_model(tmp_path / "mixed" / "encoder.keras")
     assert {layer.dtype_policy.name for layer in encoder.layers} == {"float32"}
+
+
+def test_packed_data_reads_back_identical_faces(fer_small: Path, tmp_path: Path) -> None:
+    from clifer_train.pack import main as pack_main
+
+    packed = tmp_path / "packed.npz"
+    assert pack_main(["--data", str(fer_small), "--out", str(packed), "--val-faces", "16"]) == 0
+    original, again = load_npz(fer_small), data_lib.read_faces(packed)
+    training = original.splits == "Training"
+    np.testing.assert_array_equal(again.images[: training.sum()], original.images[training])
+    assert list(again.labels[: training.sum()]) == list(original.labels[training])
+    assert (again.splits == "PublicTest").sum() == 16
+    assert packed.stat().st_size < fer_small.stat().st_size

@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--per-class", type=int, default=300, help="training faces per class (default 300)"
     )
+    parser.add_argument(
+        "--no-head",
+        action="store_true",
+        help="no expression head: the fallback is the nearest class mean (faster)",
+    )
     parser.add_argument("--out", help="output file (default: beside the models)")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -47,16 +52,26 @@ def run(args: argparse.Namespace) -> int:
         files = config.model_files()
         encoder, _ = files.load(config.models.num_threads)
         calibration, scores = build_calibration(
-            encoder, files.encoder, args.data, args.per_class, args.seed
+            encoder, files.encoder, args.data, args.per_class, args.seed, head=not args.no_head
         )
     except (DatasetError, ModelFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else files.calibration
     calibration.save(out)
+    info = calibration.info
+    if "fallback" in info:
+        print(
+            f"fallback on all of FER2013 PublicTest ({int(scores['n_test'])} faces): class means "
+            f"accuracy {info['publictest_class_means_accuracy']:.3f} / macro F1 "
+            f"{info['publictest_class_means_macro_f1']:.3f}; expression head accuracy "
+            f"{info['publictest_head_accuracy']:.3f} / macro F1 "
+            f"{info['publictest_head_macro_f1']:.3f}; using the {info['fallback']}"
+        )
+    sample = "all" if "fallback" in info else "class-balanced"
     print(
-        f"calibration written to {out} ({calibration.info['n_train']} FER2013 training faces); "
-        f"fallback on FER2013 PublicTest ({int(scores['n_test'])} faces, class-balanced): "
+        f"calibration written to {out} ({info['n_train']} FER2013 training faces); "
+        f"fallback on FER2013 PublicTest ({int(scores['n_test'])} faces, {sample}): "
         f"accuracy {scores.get('accuracy', float('nan')):.3f}, "
         f"macro F1 {scores.get('macro_f1', float('nan')):.3f} "
         f"(chance {1 / len(calibration.labels):.3f})"

@@ -326,8 +326,8 @@ def _static(
         classifiers.append(
             score_subjects(
                 "fallback",
-                "the runtime's answer for a person not learned yet: nearest FER2013 class mean "
-                "of the encoder's latent calibration",
+                "the runtime's answer for a person not learned yet: the latent calibration's "
+                f"{space.calibration.info.get('fallback', 'class means')} (FER2013)",
                 fallback,
                 subjects,
             )

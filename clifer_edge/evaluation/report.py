@@ -141,7 +141,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
             "condition",
             "experiment",
             "memory",
-            "final F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})",
+            f"final F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})",
             "F1 over steps",
             "unseen acc. over steps (fallback)",
             "n",

@@ -259,7 +259,9 @@ def training_record(run: TrainedRun) -> dict[str, Any]:
     record: dict[str, Any] = {"run_directory": run.directory.name, "terms": WEIGHTS_TERMS}
     if "data_file" in info:
         record["data"] = Path(str(info["data_file"])).name
-    for key in ("data_sha256", "train_split", "train_faces", "git_commit", "epochs_done", "epochs"):
+    keys = ("data_sha256", "train_split", "train_faces", "git_commit", "backend")
+    keys += ("pretrain_epochs", "epochs_done", "epochs", "z_expression_dim")
+    for key in keys:
         if key in info:
             record[key] = info[key]
     config = run.directory / "config.yaml"

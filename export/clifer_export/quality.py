@@ -10,7 +10,10 @@ TFLite files exactly as the robot runs them (:func:`clifer_edge.models.load_defa
   a judge that calls many generated faces by one class). The judge's accuracy on the real
   PublicTest faces is given for reference;
 - **identity keeping**: mean L1 between E(G(E(x), c)) and E(x) per target class (latent units,
-  [-1, 1]), against the mean L1 between the latents of two different faces for scale;
+  [-1, 1]), against the mean L1 between the latents of two different faces for scale; and the
+  share of imagined faces whose latent E(G(E(x), c)) lies nearer to E(x) than to the latents of
+  100 other PublicTest faces (in the whole latent, and in the identity code alone when the
+  metadata says where it starts);
 - **reconstruction**: mean L1 between G(E(x), label(x)) and x, in [-1, 1] and in grey levels;
 - **file sizes** of the models.
 
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,48 @@ import numpy as np
 from clifer_edge.datasets import default_data_dir, load_npz
 from clifer_edge.models import Encoder, Generator, load_default_models
 from clifer_edge.preprocessing import preprocess_faces, to_uint8
+
+
+class TFLiteJudge:
+    """A FER2013 expression classifier in TFLite as the judge, e.g. the ``fer`` package's
+    ``emotion_model_quantized.tflite`` (mini-Xception, 64x64 grey faces in [-1, 1], FER2013's
+    class order) — trained by other people, so it shares nothing with our encoder.
+
+    ``predict`` takes faces in [-1, 1] (any square size: resized to the model's input) and returns
+    probabilities in ``vocabulary`` order, like a Keras judge.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], vocabulary: Sequence[str]) -> None:
+        from clifer_edge.models.litert import TFLiteModel
+        from clifer_train.data import FER2013_EMOTIONS
+
+        self.model = TFLiteModel(path)
+        self.size = int(self.model.inputs[0].shape[1])
+        self.columns = [FER2013_EMOTIONS.index(label) for label in vocabulary]
+
+    def predict(self, images: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
+        import cv2
+
+        out = []
+        for begin in range(0, len(images), batch_size):
+            batch = images[begin : begin + batch_size, :, :, 0]
+            resized = np.stack(
+                [
+                    cv2.resize(face, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+                    for face in batch
+                ]
+            )[..., None]
+            out.append(self.model.run([resized])[0][:, self.columns])
+        return np.concatenate(out)
+
+
+def load_judge(path: str | os.PathLike[str], vocabulary: Sequence[str]) -> Any:
+    """A ``.keras`` judge (:mod:`clifer_train.expression_classifier`) or a FER2013 ``.tflite``."""
+    if Path(path).suffix == ".tflite":
+        return TFLiteJudge(path, vocabulary)
+    from clifer_train.expression_classifier import load_classifier
+
+    return load_classifier(path)
 
 
 def _imagine_all(
@@ -74,6 +120,7 @@ def measure(
     # class whatever the target; the lift subtracts how often it does so for the other targets.
     off_target = (confusion.sum(axis=0) - np.diag(confusion)) / (len(vocabulary) - 1)
     lift = {c: float(confusion[i, i] - off_target[i]) for c, i in index.items()}
+    found, found_identity = _identity_retrieval(encoder, z, imagined, seed)
     reconstruction = generator.generate(z, list(labels))
     recon_l1 = float(np.mean(np.abs(reconstruction - faces)))
     rng = np.random.default_rng(seed)
@@ -97,10 +144,48 @@ def measure(
         },
         "identity_latent_l1": identity,
         "identity_latent_l1_mean": float(np.mean(list(identity.values()))),
+        "identity_nearest_of_101": found,
+        "identity_nearest_of_101_mean": float(np.mean(list(found.values()))),
+        "identity_code_nearest_of_101": found_identity,
+        "identity_code_nearest_of_101_mean": float(np.mean(list(found_identity.values())))
+        if found_identity
+        else None,
         "latent_l1_between_different_faces": between_faces,
         "reconstruction_l1": recon_l1,
         "reconstruction_l1_grey_levels": recon_l1 * 127.5,
     }
+
+
+def _identity_retrieval(
+    encoder: Encoder,
+    z: np.ndarray,
+    imagined: dict[str, np.ndarray],
+    seed: int,
+    n_others: int = 100,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per target c: share of faces whose E(G(E(x), c)) is nearest to E(x) among E(x) and the
+    latents of ``n_others`` other faces (whole latent; and identity code alone, if known)."""
+    n = len(z)
+    rng = np.random.default_rng(seed + 1)
+    others = np.stack(
+        [
+            rng.choice(np.delete(np.arange(n), i), size=min(n_others, n - 1), replace=False)
+            for i in range(n)
+        ]
+    )
+    candidates = np.concatenate([np.arange(n)[:, None], others], axis=1)  # own latent first
+    config = encoder.metadata.training.get("config") or {}
+    start = config.get("z_expression_dim")
+    parts = {"whole": slice(None)}
+    if start:
+        parts["identity"] = slice(int(start), None)
+    found: dict[str, dict[str, float]] = {name: {} for name in parts}
+    for c, images in imagined.items():
+        z_c = encoder.encode(images)
+        for name, part in parts.items():
+            distance = np.linalg.norm(z[candidates][:, :, part] - z_c[:, None, part], axis=2)
+            found[name][c] = float(np.mean(np.argmin(distance, axis=1) == 0))
+    return found["whole"], found.get("identity", {})
 
 
 def sample_grid(
@@ -146,21 +231,26 @@ def main(argv: list[str] | None = None) -> int:
         "--models", default=None, help="exported model directory (default: bundled)"
     )
     parser.add_argument("--variant", default="int8", choices=["int8", "float16", "float32"])
-    parser.add_argument("--judge", required=True, help="expression classifier .keras file")
+    parser.add_argument(
+        "--judge",
+        required=True,
+        help="expression classifier: .keras (clifer_train.expression_classifier) or a FER2013 "
+        ".tflite (e.g. the fer package's emotion_model_quantized.tflite)",
+    )
     parser.add_argument("--data", default=None, help="fer2013.npz (default: shared data dir)")
     parser.add_argument("--faces", type=int, default=1000, help="PublicTest faces to measure on")
     parser.add_argument("--out", required=True, help="directory for quality.json and samples.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from clifer_train.expression_classifier import load_classifier
-
     encoder, generator = load_default_models(args.variant, model_dir=args.models)
     data = load_npz(args.data or default_data_dir() / "fer2013.npz")
     test = data.subset(data.splits == "PublicTest")
     rows = np.random.default_rng(args.seed).permutation(len(test))[: args.faces]
     meta = encoder.metadata
     faces = preprocess_faces(test.images[rows], meta.image_size, meta.channels)
-    report = measure(encoder, generator, load_classifier(args.judge), faces, test.labels[rows])
+    judge = load_judge(args.judge, meta.vocabulary)
+    report = measure(encoder, generator, judge, faces, test.labels[rows])
+    report["judge"] = Path(args.judge).name
     report["variant"] = args.variant
     report["bytes"] = {
         name: entry["bytes"] for name, entry in meta.models.items() if args.variant in name

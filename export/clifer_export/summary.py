@@ -38,7 +38,8 @@ def quality_markdown(quality: dict[str, Any]) -> str:
     lines += [
         "",
         f"On {quality['faces']} FER2013 PublicTest faces, {quality['variant']} TFLite models. "
-        f"The judge (independent CNN trained on FER2013 Training) recognises "
+        f"The judge ({quality.get('judge', 'an independent FER2013 CNN')}, shares no weights "
+        "with E) recognises "
         f"{100 * quality['judge_accuracy_on_real_faces']:.1f}% of the real faces and "
         f"{100 * quality['judge_accuracy_on_reconstructions']:.1f}% of their reconstructions "
         "G(E(x), label). Identity L1 is the mean absolute latent difference (latents in [-1, 1]); "
@@ -47,6 +48,14 @@ def quality_markdown(quality: dict[str, Any]) -> str:
         f"{quality['reconstruction_l1']:.3f} ({quality['reconstruction_l1_grey_levels']:.1f} grey "
         "levels of 255).",
     ]
+    if "identity_nearest_of_101_mean" in quality:
+        code = quality.get("identity_code_nearest_of_101_mean")
+        lines.append(
+            f"Identity retrieval: E(G(E(x), c)) is nearest to E(x) among E(x) and 100 other faces "
+            f"for {100 * quality['identity_nearest_of_101_mean']:.1f}% of the imagined faces in "
+            "the whole latent"
+            + (f", {100 * code:.1f}% in the identity code alone." if code is not None else ".")
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from clifer_train.config import TrainConfig
+    from clifer_train.models import build_all
     from clifer_train.train import _build_caae, limit_threads
 
     limit_threads(args.threads)
     cfg = TrainConfig.named(args.config)
-    caae = _build_caae(cfg, mixed=False, steps_per_epoch=1000)
+    caae = _build_caae(cfg, build_all(cfg), mixed=False, steps_per_epoch=1000)
     shape = (cfg.batch_size, cfg.image_size, cfg.image_size, cfg.channels)
     image_spec = tf.TensorSpec(shape, tf.float32)
     label_spec = tf.TensorSpec((cfg.batch_size, cfg.n_classes), tf.float32)

@@ -27,10 +27,15 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 class TrainConfig:
     """Everything that decides a training run: sizes, loss weights, optimiser, data handling.
 
-    Widths are lists with one entry per layer. The encoder halves the image side once per entry of
-    ``encoder_filters``; the generator doubles it once per entry of ``generator_filters`` (the last
-    doubling goes straight to the image channels), so ``image_size`` must be divisible by
-    ``2 ** len(...)`` of both.
+    Widths are lists with one entry per block. The encoder halves the image side once per entry of
+    ``encoder_filters`` (a block of two 3x3 convolutions, the second strided); the generator
+    doubles it once per entry of ``generator_filters`` (the last doubling goes straight to the
+    image channels), so ``image_size`` must be divisible by ``2 ** len(...)`` of both.
+
+    The latent ``z`` has two parts (see :mod:`clifer_train.models`): its first
+    ``z_expression_dim`` values are the *expression code* (read by the classifier C, trained first
+    as a plain expression encoder, :mod:`clifer_train.pretrain`), the rest the *identity code*
+    that the generator recombines with the asked expression.
     """
 
     # --- faces -----------------------------------------------------------------------------
@@ -38,14 +43,17 @@ class TrainConfig:
     channels: int = 1
     vocabulary: list[str] = field(default_factory=lambda: list(BASIC_EXPRESSIONS))
     # --- model sizes -----------------------------------------------------------------------
-    z_dim: int = 50
+    z_dim: int = 64
+    z_expression_dim: int = 32  # first values of z: the expression code (the generator skips it)
     encoder_filters: list[int] = field(default_factory=lambda: [32, 64, 128])
-    encoder_dense: int = 0  # hidden dense units before z (0: none)
+    encoder_dense: int = 0  # hidden dense units before the expression code (0: none)
+    encoder_dropout: float = 0.3  # before the expression code, against FER2013 over-fitting
     generator_filters: list[int] = field(default_factory=lambda: [128, 64, 32])
     disc_filters: list[int] = field(default_factory=lambda: [16, 32, 64])
     dz_units: list[int] = field(default_factory=lambda: [64, 32, 16])
-    classifier_units: list[int] = field(default_factory=lambda: [64])
+    classifier_units: list[int] = field(default_factory=lambda: [])  # [] = linear on the code
     kernel_size: int = 5
+    generator_upsampling: str = "nonoverlapping"  # 2x2/2 transposed + 3x3 conv | transpose
     # --- loss weights ----------------------------------------------------------------------
     w_reconstruction: float = 1.0
     w_tv: float = 0.05
@@ -57,6 +65,11 @@ class TrainConfig:
     w_latent_cycle: float = 0.2
     w_perceptual: float = 0.0
     perceptual_model: str | None = None  # a .keras feature extractor (e.g. converted VGG-Face)
+    # --- stage 1: the expression encoder (E's backbone + expression code + C) ----------------
+    pretrain_epochs: int = 20  # 0: no stage 1 (E learns expressions only inside the CAAE)
+    pretrain_learning_rate: float = 1e-3
+    class_balance: str = "sqrt"  # none | sqrt | inverse: loss weight per class from its frequency
+    freeze_expression: bool = True  # stage 2 keeps E's backbone, expression code and C fixed
     # --- optimisation ----------------------------------------------------------------------
     batch_size: int = 64
     epochs: int = 6
@@ -73,6 +86,9 @@ class TrainConfig:
     augment_flip: bool = True
     augment_shift: int = 3  # pixels at 48x48, scaled with image_size
     augment_brightness: float = 0.1  # in the [-1, 1] image range
+    augment_contrast: float = 0.2  # contrast factor in [1 - a, 1 + a]
+    augment_rotation: float = 10.0  # degrees, both ways
+    augment_scale: float = 0.1  # zoom factor in [1 - a, 1 + a]
     grid_faces: int = 8
 
     def __post_init__(self) -> None:
@@ -172,6 +188,32 @@ class TrainConfig:
                     f"training config: image_size={self.image_size} is not divisible by "
                     f"2**len({name})={2 ** len(widths)}"
                 )
+        if not 1 <= self.z_expression_dim < self.z_dim:
+            raise ValueError(
+                f"training config: z_expression_dim={self.z_expression_dim} should be in "
+                f"[1, z_dim={self.z_dim}) (the rest of z is the identity code)"
+            )
+        if not 0 <= self.encoder_dropout < 1:
+            raise ValueError("training config key 'encoder_dropout' should be in [0, 1)")
+        if self.pretrain_epochs < 0 or not 0 < self.pretrain_learning_rate < 1:
+            raise ValueError(
+                "training config: pretrain_epochs should be >= 0, pretrain_learning_rate in (0,1)"
+            )
+        choices = {
+            "class_balance": ("none", "sqrt", "inverse"),
+            "generator_upsampling": ("nonoverlapping", "transpose"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"training config key {name!r}={getattr(self, name)!r} should be one of "
+                    f"{list(allowed)}"
+                )
+        for name in ("augment_contrast", "augment_scale"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"training config key {name!r} should be in [0, 1)")
+        if not 0 <= self.augment_rotation <= 45:
+            raise ValueError("training config key 'augment_rotation' should be in [0, 45] degrees")
         for name in ("dz_units", "classifier_units"):
             if min(getattr(self, name), default=1) < 1:
                 raise ValueError(f"training config key {name!r} needs positive widths")

@@ -1,4 +1,4 @@
-"""Training faces: three source layouts in, one ``tf.data`` pipeline out.
+"""Training faces: three source layouts in, one batch pipeline out (numpy, any Keras backend).
 
 Sources (all mapped to the canonical labels of :mod:`clifer_edge.labels` and prepared by the one
 shared :func:`clifer_edge.preprocessing.preprocess_faces`, so training, export and the robot see
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
-import tensorflow as tf
 
 from clifer_edge.datasets import DatasetError, FaceDataset, load_npz
 from clifer_edge.labels import canonical_label
@@ -58,7 +59,7 @@ class FaceArrays:
 
 
 def read_faces(path: str | Path) -> FaceDataset:
-    """Read raw faces from an npz file, a FER2013 CSV or a class-per-folder tree.
+    """Read raw faces from an npz file (plain or packed), a FER2013 CSV or a class-folder tree.
 
     Raises
     ------
@@ -70,6 +71,12 @@ def read_faces(path: str | Path) -> FaceDataset:
         return _read_folder_tree(path)
     if path.suffix.lower() == ".csv":
         return _read_fer2013_csv(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        with np.load(path, allow_pickle=False) as archive:
+            if "webp" in archive.files:  # packed for travel (clifer_train.pack)
+                from clifer_train.pack import unpack
+
+                return unpack({key: archive[key] for key in archive.files}, str(path))
     return load_npz(path)
 
 
@@ -126,7 +133,7 @@ def _first(faces: FaceArrays, limit: int | None, seed: int) -> FaceArrays:
 
 
 # ------------------------------------------------------------------------------------------
-# tf.data
+# Batches (numpy: the same pipeline under TensorFlow and JAX)
 def steps_per_epoch(n_faces: int, batch_size: int) -> int:
     """Full batches per epoch (the remainder is dropped so every step has the same shape)."""
     steps = n_faces // batch_size
@@ -135,64 +142,114 @@ def steps_per_epoch(n_faces: int, batch_size: int) -> int:
     return steps
 
 
-def training_dataset(
-    faces: FaceArrays, cfg: TrainConfig, first_epoch: int, last_epoch: int
-) -> tf.data.Dataset:
-    """Batches for epochs ``first_epoch .. last_epoch - 1``, one epoch after the other.
+def class_weights(labels: np.ndarray, n_classes: int, balance: str) -> np.ndarray:
+    """Loss weight per class: 1, or (mean count / count) to the power 1/2 (``sqrt``) or 1.
 
-    Each epoch's order and augmentation depend only on ``(cfg.seed, epoch)``; pass the dataset to
-    ``fit`` with ``steps_per_epoch`` so one iterator runs through all epochs.
+    FER2013's Training split has 436 disgust faces of 28,709 (happiness: 7,215); without weights
+    a classifier all but ignores disgust. Weights are normalised to a frequency-weighted mean of 1.
     """
-    images = tf.constant(faces.images)
-    one_hot = tf.one_hot(faces.labels, len(faces.vocabulary))
-    n = len(faces)
-    steps = steps_per_epoch(n, cfg.batch_size)
-    shift = round(cfg.augment_shift * cfg.image_size / 48)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    if balance == "none":
+        weights = np.ones(n_classes)
+    else:
+        power = 0.5 if balance == "sqrt" else 1.0
+        weights = (counts.mean() / np.maximum(counts, 1.0)) ** power
+    weights /= (weights * counts).sum() / max(counts.sum(), 1.0)
+    return weights.astype(np.float32)
 
-    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n), seed=tf.stack([tf.constant(cfg.seed, tf.int64), epoch])
+
+class FaceBatches(keras.utils.PyDataset):
+    """Shuffled, augmented training batches ``(images, one-hot[, sample weights])``.
+
+    Each epoch's order and augmentation depend only on ``(cfg.seed, epoch)``, so a run resumed at
+    epoch k sees exactly the batches an uninterrupted run would have seen. ``epoch`` is set by
+    :class:`FollowEpochs` from ``fit``'s own epoch index (Keras peeks at batches and calls
+    ``on_epoch_end`` more often than once per epoch, so a counter would drift); pass
+    ``shuffle=False`` to ``fit``. Plain numpy and OpenCV: no TensorFlow needed under JAX.
+    """
+
+    def __init__(
+        self,
+        faces: FaceArrays,
+        cfg: TrainConfig,
+        first_epoch: int = 0,
+        weighted: bool = False,
+    ) -> None:
+        super().__init__()
+        self.faces = faces
+        self.cfg = cfg
+        self.epoch = first_epoch
+        self.steps = steps_per_epoch(len(faces), cfg.batch_size)
+        self.one_hot = np.eye(len(faces.vocabulary), dtype=np.float32)[faces.labels]
+        self.weights = (
+            class_weights(faces.labels, len(faces.vocabulary), cfg.class_balance)[faces.labels]
+            if weighted
+            else None
         )
-        order = order[: steps * cfg.batch_size]
-        positions = tf.data.Dataset.from_tensor_slices(order).enumerate()
-        return positions.map(
-            lambda i, index: (
-                _augment(tf.gather(images, index), epoch, i, cfg, shift),
-                tf.gather(one_hot, index),
-            )
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Face indices of one epoch, batch after batch."""
+        rng = np.random.default_rng([self.cfg.seed, epoch])
+        return rng.permutation(len(self.faces))[: self.steps * self.cfg.batch_size]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+        size = self.cfg.batch_size
+        chosen = self.order(self.epoch)[index * size : (index + 1) * size]
+        rng = np.random.default_rng([self.cfg.seed, self.epoch, index, 1])
+        images = augment(self.faces.images[chosen], self.cfg, rng)
+        if self.weights is None:
+            return images, self.one_hot[chosen]
+        return images, self.one_hot[chosen], self.weights[chosen]
+
+
+class FollowEpochs(keras.callbacks.Callback):
+    """Tells a :class:`FaceBatches` which epoch ``fit`` is in, before the epoch's batches."""
+
+    def __init__(self, batches: FaceBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.batches.epoch = epoch
+
+
+def augment(images: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """Label-preserving augmentation of faces in [-1, 1]: mirror, small rotation, zoom and shift
+    (one affine warp, reflected borders), brightness and contrast."""
+    n, side = images.shape[0], images.shape[1]
+    out = np.empty_like(images)
+    flips = rng.random(n) < 0.5 if cfg.augment_flip else np.zeros(n, bool)
+    angles = rng.uniform(-cfg.augment_rotation, cfg.augment_rotation, n)
+    scales = rng.uniform(1 - cfg.augment_scale, 1 + cfg.augment_scale, n)
+    shift = cfg.augment_shift * side / 48
+    shifts = rng.uniform(-shift, shift, (n, 2))
+    for k in range(n):
+        face = images[k, :, :, :]
+        if flips[k]:
+            face = face[:, ::-1, :]
+        matrix = cv2.getRotationMatrix2D((side / 2 - 0.5, side / 2 - 0.5), angles[k], scales[k])
+        matrix[:, 2] += shifts[k]
+        warped = cv2.warpAffine(
+            np.ascontiguousarray(face),
+            matrix,
+            (side, side),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
         )
-
-    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    dataset = epochs.flat_map(one_epoch).batch(cfg.batch_size, drop_remainder=True)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.threading.private_threadpool_size = 1
-    return dataset.with_options(options).prefetch(2)
-
-
-def evaluation_dataset(faces: FaceArrays, batch_size: int) -> tf.data.Dataset:
-    """Un-augmented batches in file order (validation, sample grids)."""
-    one_hot = tf.one_hot(faces.labels, len(faces.vocabulary))
-    return tf.data.Dataset.from_tensor_slices((faces.images, one_hot)).batch(batch_size)
+        out[k] = warped.reshape(face.shape)
+    contrast = rng.uniform(1 - cfg.augment_contrast, 1 + cfg.augment_contrast, (n, 1, 1, 1))
+    brightness = rng.uniform(-cfg.augment_brightness, cfg.augment_brightness, (n, 1, 1, 1))
+    mean = out.mean(axis=(1, 2, 3), keepdims=True)
+    out = (out - mean) * contrast + mean + brightness
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
-def _augment(
-    image: tf.Tensor, epoch: tf.Tensor, position: tf.Tensor, cfg: TrainConfig, shift: int
-) -> tf.Tensor:
-    """Light, label-preserving augmentation: mirror, small shift, small brightness change."""
-    seed = tf.stack([epoch * 1_000_003 + cfg.seed, position])
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    if cfg.augment_flip:
-        image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    if shift > 0:
-        padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]], mode="REFLECT")
-        image = tf.image.stateless_random_crop(padded, tf.shape(image), seeds[1])
-    if cfg.augment_brightness > 0:
-        delta = tf.random.stateless_uniform(
-            [], seeds[2], -cfg.augment_brightness, cfg.augment_brightness
-        )
-        image = tf.clip_by_value(image + delta, -1.0, 1.0)
-    return image
+def one_hot(faces: FaceArrays) -> np.ndarray:
+    """Labels as float32 one-hot rows (the generator's condition)."""
+    return np.eye(len(faces.vocabulary), dtype=np.float32)[faces.labels]
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 To measure whether the generator really shows expression ``c`` in ``G(E(x), c)``, a classifier that
 has never seen the CAAE looks at the imagined faces. This is a small CNN trained on FER2013's
 Training split only (PublicTest is kept for the measurement), with the faces prepared by the one
-shared preprocessing function. It takes a few minutes on a CPU.
+shared preprocessing function and augmented by the training pipeline (mirror, rotation, zoom,
+shift, brightness, contrast: :func:`clifer_train.data.augment`). It has its own architecture and
+seed: it shares no weights with the encoder it judges.
 
 Run: ``python -m clifer_train.expression_classifier --data fer2013.npz --out runs/judge.keras``.
 """
@@ -28,7 +30,7 @@ from clifer_edge.preprocessing import preprocess_faces
 def build_classifier(
     image_size: int = 48, channels: int = 1, n_classes: int = len(BASIC_EXPRESSIONS)
 ) -> Any:
-    """A VGG-style CNN (16-32-64-128 filters, ~20 M multiply-adds per face) with light augmentation.
+    """A VGG-style CNN (16-32-64-128 filters, ~20 M multiply-adds per face).
 
     Small on purpose: it only has to be a fair, independent judge, and train on a CPU in minutes.
     """
@@ -37,8 +39,7 @@ def build_classifier(
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, channels), name="image")
-    x = layers.RandomFlip("horizontal")(inputs)
-    x = layers.RandomTranslation(0.08, 0.08, fill_mode="nearest")(x)
+    x = inputs
     for filters, convs in ((16, 1), (32, 2), (64, 2), (128, 1)):
         for _ in range(convs):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
@@ -111,9 +112,10 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train on the Training split, keep the epoch best on PublicTest, save model and a report.
 
-    With ``balanced`` the loss weighs each class by the inverse of its frequency: FER2013 has 16
-    times more happy than disgusted faces, and a judge that never answers "disgust" could not
-    tell whether the generator can show it.
+    With ``balanced`` the loss weighs each class by the square root of its inverse frequency
+    (:func:`clifer_train.data.class_weights`): FER2013 has 16 times more happy than disgusted
+    faces, and a judge that never answers "disgust" could not tell whether the generator can
+    show it.
 
     Returns the report (also written next to the model as ``<out>.json``).
     """
@@ -128,33 +130,38 @@ def train_classifier(
     y_train = encode_labels(train.labels)
     x_test = preprocess_faces(test.images)
     y_test = encode_labels(test.labels)
-    class_weight = None
-    if balanced:
-        counts = np.bincount(y_train, minlength=len(BASIC_EXPRESSIONS)).astype(np.float64)
-        weights = len(y_train) / (len(counts) * np.maximum(counts, 1.0))
-        class_weight = {i: float(w) for i, w in enumerate(weights)}
+    from clifer_train import data as data_lib
+    from clifer_train.config import TrainConfig
+
     monitor = "val_balanced_accuracy" if balanced else "val_accuracy"
+    cfg = TrainConfig(
+        batch_size=batch_size, seed=seed, class_balance="sqrt" if balanced else "none"
+    )
+    faces = data_lib.FaceArrays(x_train, y_train, BASIC_EXPRESSIONS)
+    batches = data_lib.FaceBatches(faces, cfg, weighted=balanced)
+    steps = len(batches)
     model = build_classifier(x_train.shape[1], x_train.shape[3])
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(1e-3, epochs * steps, alpha=0.01)
+        ),
+        loss="categorical_crossentropy",
         metrics=["accuracy"],
+        weighted_metrics=[],
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     history = model.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
+        batches,
         epochs=epochs,
-        validation_data=(x_test, y_test),
-        class_weight=class_weight,
+        validation_data=(x_test, np.eye(len(BASIC_EXPRESSIONS), dtype=np.float32)[y_test]),
         callbacks=[
+            data_lib.FollowEpochs(batches),
             balanced_accuracy_callback(x_test, y_test),
             keras.callbacks.ModelCheckpoint(out, monitor=monitor, mode="max", save_best_only=True),
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5, patience=3),
         ],
+        shuffle=False,
         verbose=2,
     )
     seconds = time.perf_counter() - start
@@ -167,7 +174,7 @@ def train_classifier(
         "test_split": "PublicTest",
         "test_faces": len(test),
         "epochs": epochs,
-        "balanced_class_weights": balanced,
+        "class_weights": "sqrt of inverse frequency" if balanced else "none",
         "train_seconds": round(seconds, 1),
         "test_accuracy": float(np.mean(predicted == y_test)),
         "test_accuracy_per_class": per_class_accuracy(y_test, predicted),
@@ -200,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="train on this many faces only")
-    parser.add_argument(
-        "--unbalanced", action="store_true", help="no inverse-frequency class weights"
-    )
+    parser.add_argument("--unbalanced", action="store_true", help="no class weights")
     args = parser.parse_args(argv)
     report = train_classifier(
         args.data,

@@ -1,17 +1,26 @@
 """The CAAE's five sub-models (CLIFER's Imagination model, after ExprGAN).
 
-- Encoder E: face -> latent z in [-1, 1] (strided 5x5 convolutions, dense, tanh).
-- Generator G: (z, expression one-hot) -> face in [-1, 1] (the label is concatenated to z, then
-  dense -> reshape -> strided transposed convolutions, tanh).
+- Encoder E: face -> latent ``z`` in [-1, 1], in two parts. A backbone of 3x3 convolution blocks
+  feeds (a) the *expression code* ``z[:, :z_expression_dim]``, trained first as a plain expression
+  encoder (stage 1, :mod:`clifer_train.pretrain`) and the part the robot's memories mostly tell
+  expressions by, and (b) the *identity code* ``z[:, z_expression_dim:]``, tapped one block
+  earlier, trained in the CAAE (stage 2) so that the generator can redraw the face.
+- Generator G: (``z``, expression one-hot) -> face in [-1, 1]. G reads only the identity code: the
+  expression it draws must come from the asked label, never from the input face's expression
+  code (otherwise G learns to ignore the label). Upsampling is a 2x2 stride-2 transposed
+  convolution (no overlap, hence no checkerboard artefacts; a resize layer would not convert to
+  int8 TFLite with a free batch size) + a 3x3 convolution, or the original 5x5 strided ones.
 - Image discriminator D_img: (face, expression) -> logit; the one-hot is tiled into label maps and
   concatenated to the feature maps after the first convolution, so D judges "a real face *showing
   this expression*".
-- Latent discriminator D_z: z -> logit, z against samples of the uniform prior on [-1, 1].
-- Expression classifier C: z -> class logits.
+- Latent discriminator D_z: identity code -> logit, against samples of the uniform prior on
+  [-1, 1] (the expression code is shaped by C instead).
+- Expression classifier C: expression code -> class logits; keeps the expression readable in z and
+  judges G's faces after re-encoding.
 
 E and G are the two models shipped to the robot; their input names (``image``; ``z`` and
-``expression``) are part of the export contract. Final layers compute in float32 so that mixed
-precision never reaches the outputs or the losses.
+``expression``) and E's single output ``z`` are the export contract. Final layers compute in
+float32 so that mixed precision never reaches the outputs or the losses.
 """
 
 from __future__ import annotations
@@ -22,24 +31,64 @@ from keras import layers
 from clifer_train.config import TrainConfig
 
 _LEAK = 0.2
+#: Prefix of the encoder layers that only the identity code uses (trained in stage 2).
+IDENTITY_PREFIX = "identity_"
+
+
+def _conv_block(x, width: int, name: str):
+    """Two 3x3 convolutions with batch norm and leaky ReLU; the second halves the side."""
+    for j, stride in enumerate((1, 2)):
+        x = layers.Conv2D(
+            width, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv{j}"
+        )(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{j}")(x)
+        x = layers.LeakyReLU(_LEAK, name=f"{name}_lrelu{j}")(x)
+    return x
 
 
 def build_encoder(cfg: TrainConfig) -> keras.Model:
-    """E: ``image`` [None, H, W, C] in [-1, 1] -> z [None, z_dim] in [-1, 1]."""
+    """E: ``image`` [None, H, W, C] in [-1, 1] -> ``z`` [None, z_dim] in [-1, 1]."""
     image = keras.Input((cfg.image_size, cfg.image_size, cfg.channels), name="image")
     x = image
+    taps = []
     for i, width in enumerate(cfg.encoder_filters):
-        x = layers.Conv2D(width, cfg.kernel_size, strides=2, padding="same", name=f"conv{i}")(x)
-        if i > 0:
-            x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.LeakyReLU(_LEAK, name=f"lrelu{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+        x = _conv_block(x, width, f"block{i}")
+        taps.append(x)
+    # (a) Expression code: everything the last block sees.
+    e = layers.Flatten(name="flatten")(x)
     if cfg.encoder_dense:
-        x = layers.Dense(cfg.encoder_dense, name="dense")(x)
-        x = layers.LeakyReLU(_LEAK, name="lrelu_dense")(x)
-    z = layers.Dense(cfg.z_dim, name="z_linear")(x)
-    z = layers.Activation("tanh", dtype="float32", name="z")(z)
+        e = layers.Dense(cfg.encoder_dense, name="dense")(e)
+        e = layers.LeakyReLU(_LEAK, name="lrelu_dense")(e)
+    e = layers.Dropout(cfg.encoder_dropout, name="dropout")(e)
+    e = layers.Dense(cfg.z_expression_dim, name="expression_linear")(e)
+    e = layers.Activation("tanh", dtype="float32", name="z_expression")(e)
+    # (b) Identity code: from one block earlier (finer detail), through its own convolution.
+    i = taps[-2] if len(taps) > 1 else taps[-1]
+    i = layers.Conv2D(
+        cfg.encoder_filters[-1],
+        3,
+        strides=2 if len(taps) > 1 else 1,
+        padding="same",
+        name=f"{IDENTITY_PREFIX}conv",
+    )(i)
+    i = layers.LeakyReLU(_LEAK, name=f"{IDENTITY_PREFIX}lrelu")(i)
+    i = layers.Flatten(name=f"{IDENTITY_PREFIX}flatten")(i)
+    i = layers.Dense(cfg.z_dim - cfg.z_expression_dim, name=f"{IDENTITY_PREFIX}linear")(i)
+    i = layers.Activation("tanh", dtype="float32", name=f"{IDENTITY_PREFIX}code")(i)
+    z = layers.Concatenate(dtype="float32", name="z")([e, i])
     return keras.Model(image, z, name="encoder")
+
+
+def expression_encoder(encoder: keras.Model) -> keras.Model:
+    """E's path to the expression code alone (shares E's layers and weights): stage 1 trains it."""
+    return keras.Model(encoder.input, encoder.get_layer("z_expression").output, name="expr_enc")
+
+
+def freeze_expression_path(encoder: keras.Model, classifier: keras.Model) -> None:
+    """Fix E's backbone, expression code and C (stage 2 then trains the identity code only)."""
+    for layer in encoder.layers:
+        layer.trainable = layer.name.startswith(IDENTITY_PREFIX)
+    classifier.trainable = False
 
 
 def build_generator(cfg: TrainConfig) -> keras.Model:
@@ -47,20 +96,25 @@ def build_generator(cfg: TrainConfig) -> keras.Model:
     z = keras.Input((cfg.z_dim,), name="z")
     expression = keras.Input((cfg.n_classes,), name="expression")
     start = cfg.image_size // 2 ** len(cfg.generator_filters)
-    x = layers.Concatenate(name="z_and_expression")([z, expression])
+    identity = z[:, cfg.z_expression_dim :]  # G never sees the input face's expression code
+    x = layers.Concatenate(name="identity_and_expression")([identity, expression])
     x = layers.Dense(start * start * cfg.generator_filters[0], name="dense")(x)
     x = layers.Reshape((start, start, cfg.generator_filters[0]), name="reshape")(x)
     x = layers.BatchNormalization(name="bn_dense")(x)
     x = layers.ReLU(name="relu_dense")(x)
-    for i, width in enumerate(cfg.generator_filters[1:]):
-        x = layers.Conv2DTranspose(
-            width, cfg.kernel_size, strides=2, padding="same", name=f"deconv{i}"
-        )(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.ReLU(name=f"relu{i}")(x)
-    x = layers.Conv2DTranspose(
-        cfg.channels, cfg.kernel_size, strides=2, padding="same", name="deconv_out"
-    )(x)
+    for i, width in enumerate([*cfg.generator_filters[1:], cfg.channels]):
+        if cfg.generator_upsampling == "nonoverlapping":
+            # Each output pixel comes from exactly one input pixel (kernel = stride), so no
+            # uneven overlap and no checkerboard; the 3x3 convolution then smooths across.
+            x = layers.Conv2DTranspose(width, 2, strides=2, name=f"up{i}")(x)
+            x = layers.Conv2D(width, 3, padding="same", name=f"conv{i}")(x)
+        else:
+            x = layers.Conv2DTranspose(
+                width, cfg.kernel_size, strides=2, padding="same", name=f"deconv{i}"
+            )(x)
+        if i < len(cfg.generator_filters) - 1:
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.ReLU(name=f"relu{i}")(x)
     image = layers.Activation("tanh", dtype="float32", name="face")(x)
     return keras.Model([z, expression], image, name="generator")
 
@@ -91,25 +145,25 @@ def build_image_discriminator(cfg: TrainConfig) -> keras.Model:
 
 
 def build_latent_discriminator(cfg: TrainConfig) -> keras.Model:
-    """D_z: z -> logit of "drawn from the uniform prior" (pushes E's latents to fill [-1, 1])."""
-    z = keras.Input((cfg.z_dim,), name="z")
-    x = z
+    """D_z: identity code -> logit of "drawn from the uniform prior" (fills [-1, 1])."""
+    code = keras.Input((cfg.z_dim - cfg.z_expression_dim,), name="identity_code")
+    x = code
     for i, units in enumerate(cfg.dz_units):
         x = layers.Dense(units, name=f"dense{i}")(x)
         x = layers.LeakyReLU(_LEAK, name=f"lrelu{i}")(x)
     logit = layers.Dense(1, dtype="float32", name="logit")(x)
-    return keras.Model(z, logit, name="latent_discriminator")
+    return keras.Model(code, logit, name="latent_discriminator")
 
 
 def build_classifier(cfg: TrainConfig) -> keras.Model:
-    """C: z -> expression logits; keeps the expression readable from z and judges G's faces."""
-    z = keras.Input((cfg.z_dim,), name="z")
-    x = z
+    """C: expression code -> expression logits (linear unless ``classifier_units`` is set)."""
+    code = keras.Input((cfg.z_expression_dim,), name="expression_code")
+    x = code
     for i, units in enumerate(cfg.classifier_units):
         x = layers.Dense(units, name=f"dense{i}")(x)
         x = layers.LeakyReLU(_LEAK, name=f"lrelu{i}")(x)
     logits = layers.Dense(cfg.n_classes, dtype="float32", name="logits")(x)
-    return keras.Model(z, logits, name="expression_classifier")
+    return keras.Model(code, logits, name="expression_classifier")
 
 
 def build_all(cfg: TrainConfig) -> dict[str, keras.Model]:

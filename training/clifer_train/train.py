@@ -5,45 +5,70 @@ Run directory (the contract with :mod:`clifer_export`)::
     OUT/config.yaml            the exact configuration trained
     OUT/encoder.keras          E after the latest epoch (re-saved every epoch)
     OUT/generator.keras        G after the latest epoch
-    OUT/checkpoints/           five models, both optimisers, the RNG, the epoch (exact resume)
-    OUT/train_info.json        data file and sha256, git commit, epochs done, vocabulary, sizes
-    OUT/history.csv            one row of training/validation scalars per epoch
+    OUT/pretrain/              stage 1 (expression encoder): checkpoints, history.csv, curves.png
+    OUT/checkpoints/           stage 2: five models, both optimisers, the RNG, the epoch (npz)
+    OUT/train_info.json        data file and sha256, git commit, backend, epochs done, sizes
+    OUT/history.csv            one row of stage-2 training/validation scalars per epoch
     OUT/curves.png             those scalars plotted
     OUT/samples/epoch_NNN.png  real | reconstruction | each target expression, for fixed faces
-    OUT/tensorboard/           scalars and the same sample grids
+    OUT/tensorboard/           scalars and the same sample grids (TensorFlow backend only)
+
+Backends: the same code trains under TensorFlow (``tf.distribute`` strategies, mixed precision on
+GPUs) and under JAX (``KERAS_BACKEND=jax``, e.g. a GPU box without TensorFlow); checkpoints and
+``.keras`` files load under either, so a run may even be resumed under the other backend.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import logging
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import keras
-import matplotlib
 import numpy as np
-import tensorflow as tf
-from tqdm import tqdm
 
 from clifer_edge.fileio import atomic_path, atomic_write_text, git_commit, sha256_file
 from clifer_edge.preprocessing import to_uint8
+from clifer_train import checkpoint
 from clifer_train import data as data_lib
 from clifer_train.caae import CAAE, PerceptualLoss
 from clifer_train.config import TrainConfig
-from clifer_train.models import build_all, build_encoder, build_generator
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # (backend chosen first: no display on servers)
+from clifer_train.models import build_all, build_encoder, build_generator, freeze_expression_path
+from clifer_train.pretrain import pretrain
+from clifer_train.records import ProgressBar, plot_history, read_history, write_history
 
 log = logging.getLogger(__name__)
 
+#: Stage-2 curves: panel title -> history keys.
+CURVE_PANELS = {
+    "reconstruction (L1)": ["reconstruction", "val_reconstruction", "cycle"],
+    "identity (latent L1)": ["latent_cycle", "val_latent_cycle"],
+    "adversarial": ["d_image", "adv_image", "d_latent", "adv_latent"],
+    "expression": [
+        "cls_real",
+        "cls_generated",
+        "cls_accuracy",
+        "val_cls_accuracy",
+        "val_translation_accuracy",
+    ],
+}
 
-def select_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirrored from ``TF_CONFIG``, Mirrored for several GPUs, else the default."""
+
+def on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def select_strategy():
+    """TensorFlow only: MultiWorkerMirrored from ``TF_CONFIG``, Mirrored for several GPUs, else
+    the default strategy. Under JAX: ``None`` (one device; JAX shards with keras.distribution)."""
+    if not on_tensorflow():
+        return None
+    import tensorflow as tf
+
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
@@ -51,18 +76,37 @@ def select_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _has_gpu() -> bool:
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    import jax
+
+    return any(d.platform == "gpu" for d in jax.devices())
+
+
 def use_mixed_precision(setting: str) -> bool:
     """Mixed float16 only where it pays: on a GPU (``auto``), or when forced (``on``)."""
     if setting == "on":
         return True
-    return setting == "auto" and bool(tf.config.list_physical_devices("GPU"))
+    return setting == "auto" and _has_gpu()
 
 
 def limit_threads(threads: int | None) -> None:
-    """Cap TensorFlow's CPU threads (a shared machine); ``None`` leaves TF's defaults."""
-    if threads:
+    """Cap the CPU threads of the backend (a shared machine); ``None`` leaves the defaults."""
+    if not threads:
+        return
+    if on_tensorflow():
+        import tensorflow as tf
+
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+    else:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
+        ).strip()
 
 
 def train(
@@ -75,7 +119,8 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train (or continue training) a CAAE and fill ``out_dir``; return the history rows.
+    """Train (or continue training) stage 1 and the CAAE and fill ``out_dir``; return the stage-2
+    history rows.
 
     Parameters
     ----------
@@ -86,19 +131,20 @@ def train(
     out_dir : path
         Run directory; must not hold a run unless ``resume`` is set.
     epochs : int, optional
-        Total epochs to reach (overrides ``cfg.epochs``).
+        Total CAAE epochs to reach (overrides ``cfg.epochs``).
     resume : bool
         Continue from the latest checkpoint in ``out_dir`` (a fresh start if there is none).
     stop_after : int, optional
-        Stop once this many epochs are done, without changing the schedule of the full run
-        (time-sliced training on a shared machine; continue later with ``resume``).
+        Stop once this many CAAE epochs are done (0: after stage 1), without changing the schedule
+        of the full run (time-sliced training on a shared machine; continue with ``resume``).
     """
     out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    has_checkpoint = tf.train.latest_checkpoint(str(ckpt_dir)) is not None
-    if has_checkpoint and not resume:
+    started = (out / "config.yaml").exists() and (
+        checkpoint.latest(out / "checkpoints") or checkpoint.latest(out / "pretrain")
+    )
+    if started and not resume:
         raise ValueError(f"{out} already holds a training run: pass resume=True (--resume)")
-    if resume and has_checkpoint:
+    if resume and started:
         cfg = TrainConfig.from_yaml(out / "config.yaml")
     if epochs is not None:
         cfg = cfg.replace(epochs=epochs)
@@ -111,145 +157,120 @@ def train(
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     try:
-        return _run(cfg, strategy, mixed, Path(data_path), out, resume, stop_after, progress)
+        return _run(cfg, strategy, mixed, Path(data_path), out, stop_after, progress)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _run(
     cfg: TrainConfig,
-    strategy: tf.distribute.Strategy,
+    strategy,
     mixed: bool,
     data_path: Path,
     out: Path,
-    resume: bool,
     stop_after: int | None,
     progress: bool,
 ) -> list[dict[str, float]]:
     """The body of :func:`train`, under the chosen dtype policy."""
-    ckpt_dir = out / "checkpoints"
     keras.utils.set_random_seed(cfg.seed)
-
     train_faces, val_faces = data_lib.load_splits(data_path, cfg)
-    global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-    steps = data_lib.steps_per_epoch(len(train_faces), global_batch)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    global_cfg = cfg.replace(batch_size=cfg.batch_size * replicas)
+    steps = data_lib.steps_per_epoch(len(train_faces), global_cfg.batch_size)
     log.info(
-        "%d training faces, %s validation faces, %d steps of %d per epoch, %d replica(s), %s",
+        "%s backend, %d training faces, %s validation faces, %d steps of %d per epoch, "
+        "%d replica(s), %s",
+        keras.backend.backend(),
         len(train_faces),
         len(val_faces) if val_faces is not None else "no",
         steps,
-        global_batch,
-        strategy.num_replicas_in_sync,
+        global_cfg.batch_size,
+        replicas,
         "mixed precision" if mixed else "float32",
     )
-
-    with strategy.scope():
-        caae = _build_caae(cfg, mixed, steps)
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-        checkpoint = tf.train.Checkpoint(
-            **{name: getattr(caae, name) for name in _SUBMODELS},
-            g_optimizer=caae.g_optimizer,
-            d_optimizer=caae.d_optimizer,
-            rng=caae.rng,
-            epochs_done=epoch_var,
-        )
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=2)
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("resumed from %s (%d epochs done)", manager.latest_checkpoint, int(epoch_var))
-    first_epoch = int(epoch_var)
-    last_epoch = min(cfg.epochs, stop_after) if stop_after else cfg.epochs
-    if first_epoch >= last_epoch:
-        log.info("nothing to do: %d of %d epochs already done", first_epoch, last_epoch)
-        return _read_history(out / "history.csv", first_epoch)
-
-    train_ds = data_lib.training_dataset(
-        train_faces, cfg.replace(batch_size=global_batch), first_epoch, cfg.epochs
-    )
-    val_ds = data_lib.evaluation_dataset(val_faces, global_batch) if val_faces is not None else None
+    scope = strategy.scope() if strategy is not None else nullcontext()
+    with scope:
+        models = build_all(cfg)
+        if cfg.pretrain_epochs > 0:
+            pretrain(
+                models["encoder"],
+                models["classifier"],
+                train_faces,
+                val_faces,
+                global_cfg,
+                out,
+                progress,
+            )
+            if stop_after == 0:
+                return []
+            if cfg.freeze_expression:
+                freeze_expression_path(models["encoder"], models["classifier"])
+        caae = _build_caae(cfg, models, mixed, steps)
+    holders = caae.checkpoint_holders()
+    first_epoch = 0
+    found = checkpoint.latest(out / "checkpoints")
+    if found is not None:
+        first_epoch = checkpoint.restore(found, holders)
+        log.info("resumed from %s (%d epochs done)", found, first_epoch)
+    last_epoch = min(cfg.epochs, stop_after) if stop_after is not None else cfg.epochs
     recorder = RunRecorder(
         out=out,
         cfg=cfg,
         caae=caae,
-        manager=manager,
-        epoch_var=epoch_var,
+        holders=holders,
+        first_epoch=first_epoch,
         grid_faces=val_faces if val_faces is not None else train_faces,
         data_path=data_path,
         n_train=len(train_faces),
         mixed=mixed,
     )
-    callbacks: list[keras.callbacks.Callback] = [
-        recorder,
-        keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False),
-    ]
+    if first_epoch >= last_epoch:
+        log.info("nothing to do in stage 2: %d of %d epochs done", first_epoch, last_epoch)
+        recorder.save_models()
+        recorder.write_info(first_epoch)
+        return recorder.history
+
+    batches = data_lib.FaceBatches(train_faces, global_cfg, first_epoch)
+    callbacks: list[keras.callbacks.Callback] = [data_lib.FollowEpochs(batches), recorder]
+    if on_tensorflow():
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False))
     if progress:
-        callbacks.append(ProgressBar(steps))
+        keys = ("reconstruction", "d_image", "adv_image", "cls_generated")
+        callbacks.append(ProgressBar(steps, keys, "epoch"))
     caae.fit(
-        train_ds,
+        batches,
         epochs=last_epoch,
         initial_epoch=first_epoch,
-        steps_per_epoch=steps,
-        validation_data=val_ds,
+        validation_data=(val_faces.images, data_lib.one_hot(val_faces))
+        if val_faces is not None
+        else None,
+        validation_batch_size=global_cfg.batch_size,
         callbacks=callbacks,
-        shuffle=False,  # the dataset shuffles per epoch itself (reproducibly)
+        shuffle=False,  # the batches shuffle per epoch themselves (reproducibly)
         verbose=0,
     )
     return recorder.history
 
 
-_SUBMODELS = (
-    "encoder",
-    "generator",
-    "image_discriminator",
-    "latent_discriminator",
-    "classifier",
-)
-
-
-def _build_caae(cfg: TrainConfig, mixed: bool, steps_per_epoch: int) -> CAAE:
-    """Sub-models, CAAE and optimisers with linear learning-rate decay (inside a strategy scope)."""
+def _build_caae(
+    cfg: TrainConfig, models: dict[str, keras.Model], mixed: bool, steps_per_epoch: int
+) -> CAAE:
+    """CAAE and its optimiser with linear learning-rate decay (inside a strategy scope)."""
     perceptual = None
     if cfg.w_perceptual > 0 and cfg.perceptual_model:
         perceptual = PerceptualLoss(cfg.perceptual_model)
-    caae = CAAE(**build_all(cfg), cfg=cfg, perceptual=perceptual, seed=cfg.seed)
+    caae = CAAE(**models, cfg=cfg, perceptual=perceptual, seed=cfg.seed)
 
-    def adam() -> keras.optimizers.Optimizer:
-        schedule = keras.optimizers.schedules.PolynomialDecay(
-            cfg.learning_rate,
-            decay_steps=cfg.epochs * steps_per_epoch,
-            end_learning_rate=cfg.learning_rate * cfg.final_lr_fraction,
-            power=1.0,
-        )
-        optimizer = keras.optimizers.Adam(schedule, beta_1=cfg.beta_1)
-        return keras.optimizers.LossScaleOptimizer(optimizer) if mixed else optimizer
-
-    caae.compile(g_optimizer=adam(), d_optimizer=adam())
+    schedule = keras.optimizers.schedules.PolynomialDecay(
+        cfg.learning_rate,
+        decay_steps=cfg.epochs * steps_per_epoch,
+        end_learning_rate=cfg.learning_rate * cfg.final_lr_fraction,
+        power=1.0,
+    )
+    optimizer = keras.optimizers.Adam(schedule, beta_1=cfg.beta_1)
+    caae.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if mixed else optimizer)
     caae.build_optimizers()
     return caae
-
-
-class ProgressBar(keras.callbacks.Callback):
-    """A tqdm bar per epoch with the main losses (sparse updates when logging to a file)."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.steps = steps
-        self.bar: tqdm | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        total = self.params.get("epochs", epoch + 1)
-        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{total}", mininterval=20.0)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        assert self.bar is not None
-        self.bar.update(1)
-        if logs and batch % 20 == 0:
-            keys = ("reconstruction", "d_image", "adv_image", "cls_accuracy")
-            self.bar.set_postfix({k: f"{float(logs[k]):.3f}" for k in keys if k in logs})
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -260,8 +281,8 @@ class RunRecorder(keras.callbacks.Callback):
         out: Path,
         cfg: TrainConfig,
         caae: CAAE,
-        manager: tf.train.CheckpointManager,
-        epoch_var: tf.Variable,
+        holders: dict[str, list],
+        first_epoch: int,
         grid_faces: data_lib.FaceArrays,
         data_path: Path,
         n_train: int,
@@ -271,35 +292,37 @@ class RunRecorder(keras.callbacks.Callback):
         self.out = out
         self.cfg = cfg
         self.caae = caae
-        self.manager = manager
-        self.epoch_var = epoch_var
+        self.holders = holders
         self.grid_images, self.grid_labels = _grid_selection(grid_faces, cfg.grid_faces)
         self.data_path = data_path
         self.data_sha256 = sha256_file(data_path) if data_path.is_file() else None
         self.n_train = n_train
         self.mixed = mixed
-        # the code that started the run, not a later checkout
-        self.git_commit = git_commit(Path(__file__).resolve().parent)
-        self.history = _read_history(out / "history.csv", int(epoch_var))
-        self.writer = tf.summary.create_file_writer(str(out / "tensorboard" / "samples"))
+        self.git_commit = git_commit(
+            Path(__file__).resolve().parent
+        )  # the code that started the run
+        self.history = read_history(out / "history.csv", first_epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         done = epoch + 1
-        self.epoch_var.assign(done)
-        self.manager.save(checkpoint_number=done)
-        self._save_models()
+        checkpoint.save(self.out / "checkpoints", done, self.holders)
+        self.save_models()
         grid = sample_grid(self.caae, self.grid_images, self.grid_labels, self.cfg.n_classes)
         write_grid_png(grid, self.out / "samples" / f"epoch_{done:03d}.png", self.cfg, done)
-        with self.writer.as_default():
-            tf.summary.image("samples", grid[None, :, :, None], step=done)
+        if on_tensorflow():
+            import tensorflow as tf
+
+            writer = tf.summary.create_file_writer(str(self.out / "tensorboard" / "samples"))
+            with writer.as_default():
+                tf.summary.image("samples", grid[None, :, :, None], step=done)
         row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items()}}
         self.history.append(row)
-        _write_history(self.out / "history.csv", self.history)
-        plot_curves(self.history, self.out / "curves.png")
-        self._write_info(done)
+        write_history(self.out / "history.csv", self.history)
+        plot_history(self.history, self.out / "curves.png", CURVE_PANELS)
+        self.write_info(done)
         log.info("epoch %d: %s", done, ", ".join(f"{k}={v:.4f}" for k, v in row.items()))
 
-    def _save_models(self) -> None:
+    def save_models(self) -> None:
         """Write E and G as float32 Keras files (copies of the weights under mixed precision)."""
         encoder, generator = self.caae.encoder, self.caae.generator
         if self.mixed:
@@ -316,21 +339,23 @@ class RunRecorder(keras.callbacks.Callback):
             with atomic_path(self.out / f"{name}.keras", suffix=".keras") as tmp:
                 model.save(tmp)
 
-    def _write_info(self, done: int) -> None:
+    def write_info(self, done: int) -> None:
         info: dict[str, Any] = {
             "data_file": str(self.data_path.resolve()),
             "data_sha256": self.data_sha256,
             "train_split": self.cfg.train_split,
             "train_faces": self.n_train,
             "git_commit": self.git_commit,
+            "backend": keras.backend.backend(),
+            "pretrain_epochs": self.cfg.pretrain_epochs,
             "epochs_done": done,
             "epochs": self.cfg.epochs,
             "vocabulary": list(self.cfg.vocabulary),
             "image_size": self.cfg.image_size,
             "channels": self.cfg.channels,
             "z_dim": self.cfg.z_dim,
+            "z_expression_dim": self.cfg.z_expression_dim,
             "scaling": "pixel / 127.5 - 1 (clifer_edge.preprocessing)",
-            "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -338,7 +363,7 @@ class RunRecorder(keras.callbacks.Callback):
 
 
 # ------------------------------------------------------------------------------------------
-# Pictures and tables
+# Pictures
 def _grid_selection(faces: data_lib.FaceArrays, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Fixed faces for the sample grids, cycling through the classes so each one shows up."""
     chosen: list[int] = []
@@ -353,12 +378,14 @@ def _grid_selection(faces: data_lib.FaceArrays, n: int) -> tuple[np.ndarray, np.
 
 def sample_grid(caae: CAAE, images: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """uint8 mosaic: one row per face; columns real | reconstruction | each target expression."""
+    eye = np.eye(n_classes, dtype=np.float32)
     z = caae.encoder(images, training=False)
-    columns = [images, caae.generator([z, tf.one_hot(labels, n_classes)], training=False)]
+    hot = keras.ops.convert_to_tensor(eye[labels])
+    columns = [images, caae.generator([z, hot], training=False)]
     for k in range(n_classes):
-        target = tf.one_hot(np.full(len(images), k), n_classes)
-        columns.append(caae.generator([z, target], training=False))
-    tiles = np.stack([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
+        hot = keras.ops.convert_to_tensor(eye[np.full(len(images), k)])
+        columns.append(caae.generator([z, hot], training=False))
+    tiles = np.stack([keras.ops.convert_to_numpy(c).astype(np.float32) for c in columns], axis=1)
     n, cols, h, w, ch = tiles.shape
     mosaic = tiles.transpose(0, 2, 1, 3, 4).reshape(n * h, cols * w, ch)
     mosaic = mosaic.mean(axis=-1) if ch == 3 else mosaic[:, :, 0]
@@ -367,6 +394,8 @@ def sample_grid(caae: CAAE, images: np.ndarray, labels: np.ndarray, n_classes: i
 
 def write_grid_png(grid: np.ndarray, path: Path, cfg: TrainConfig, epoch: int) -> None:
     """The mosaic with column titles, for people to look at."""
+    import matplotlib.pyplot as plt  # records.py chose the Agg backend
+
     titles = ["real", "recon", *cfg.vocabulary]
     height, width = grid.shape
     fig, ax = plt.subplots(figsize=(width / 40 + 0.4, height / 40 + 0.8), dpi=100)
@@ -379,46 +408,3 @@ def write_grid_png(grid: np.ndarray, path: Path, cfg: TrainConfig, epoch: int) -
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Losses per epoch: reconstruction/cycle, adversarial, classifier; training and validation."""
-    if not history:
-        return
-    epochs = [row["epoch"] for row in history]
-    panels = {
-        "reconstruction (L1)": ["reconstruction", "val_reconstruction", "cycle"],
-        "identity (latent L1)": ["latent_cycle", "val_latent_cycle"],
-        "adversarial": ["d_image", "adv_image", "d_latent", "adv_latent"],
-        "expression": ["cls_real", "cls_generated", "cls_accuracy", "val_cls_accuracy"],
-    }
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for ax, (title, keys) in zip(axes, panels.items(), strict=True):
-        for key in keys:
-            if key in history[0]:
-                ax.plot(epochs, [row.get(key, np.nan) for row in history], marker=".", label=key)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _read_history(path: Path, epochs_done: int) -> list[dict[str, float]]:
-    """Rows of epochs already checkpointed (later rows belong to an interrupted epoch)."""
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
-    for row in rows:
-        row["epoch"] = int(row["epoch"])
-    return [row for row in rows if row["epoch"] <= epochs_done]
