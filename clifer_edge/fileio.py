@@ -25,6 +25,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,39 +80,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def atomic_savez(path: str | os.PathLike[str], durable: bool = True, **arrays: np.ndarray) -> None:
-    """Write an uncompressed npz atomically: temporary file, fsync, rename, fsync the directory.
-
-    ``durable=False`` skips both fsyncs (the rename stays atomic; after a power cut the file may
-    be older, or, on some file systems, empty) for data not worth the wait.
-    """
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(
-        prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent
-    )  # mkstemp creates the file 0600: only the owner reads memories
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            if durable:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_directory(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> None:
-    """Write a small file atomically with mode 0600 (temporary file, rename; fsync if durable)."""
+@contextlib.contextmanager
+def _atomic_stream(path: str | os.PathLike[str], durable: bool) -> Iterator[Any]:
+    """A binary stream to a hidden temporary file beside ``path`` (mode 0600: mkstemp's, so only
+    the owner reads memories), renamed onto ``path`` when the block ends without error; with
+    ``durable``, the file and then its directory are fsynced. On error the temporary is removed
+    and ``path`` is untouched."""
     path = Path(path)
     handle, temp = tempfile.mkstemp(
         prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent
     )
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            yield stream
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
@@ -121,6 +102,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
         raise
     if durable:
         _fsync_directory(path.parent)
+
+
+def atomic_savez(path: str | os.PathLike[str], durable: bool = True, **arrays: np.ndarray) -> None:
+    """Write an uncompressed npz atomically: temporary file, fsync, rename, fsync the directory.
+
+    ``durable=False`` skips both fsyncs (the rename stays atomic; after a power cut the file may
+    be older, or, on some file systems, empty) for data not worth the wait.
+    """
+    with _atomic_stream(path, durable) as stream:
+        np.savez(stream, **arrays)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> None:
+    """Write a small file atomically with mode 0600 (temporary file, rename; fsync if durable)."""
+    with _atomic_stream(path, durable) as stream:
+        stream.write(data)
 
 
 def private_directory(path: str | os.PathLike[str]) -> Path:

@@ -11,6 +11,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from training_support import TINY  # noqa: E402
+
 from clifer_edge.datasets import DatasetError, load_npz  # noqa: E402
 from clifer_edge.labels import BASIC_EXPRESSIONS  # noqa: E402
 from clifer_train import data as data_lib  # noqa: E402
@@ -18,23 +20,6 @@ from clifer_train.caae import CAAE  # noqa: E402
 from clifer_train.config import TrainConfig  # noqa: E402
 from clifer_train.models import build_all, freeze_expression_path  # noqa: E402
 from clifer_train.train import _build_caae, train  # noqa: E402
-
-#: Tiny widths: every code path of the default model, a fraction of its cost.
-TINY = {
-    "encoder_filters": [8, 16, 16],
-    "generator_filters": [16, 16, 8],
-    "disc_filters": [8, 8, 16],
-    "dz_units": [16],
-    "classifier_units": [16],
-    "z_dim": 16,
-    "z_expression_dim": 8,
-    "pretrain_epochs": 1,
-    "batch_size": 32,
-    "epochs": 2,
-    "learning_rate": 1e-3,
-    "max_val_samples": 64,
-    "grid_faces": 4,
-}
 
 
 @pytest.fixture(scope="module")

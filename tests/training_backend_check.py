@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import training_support  # tests/ is the script's own folder, hence on sys.path
 
 from clifer_train import checkpoint
 from clifer_train import data as data_lib
@@ -22,18 +23,8 @@ from clifer_train.config import TrainConfig
 from clifer_train.models import build_all
 from clifer_train.train import _build_caae
 
-TINY = {
-    "encoder_filters": [8, 16, 16],
-    "generator_filters": [16, 16, 8],
-    "disc_filters": [8, 8, 16],
-    "dz_units": [16],
-    "classifier_units": [16],
-    "z_dim": 16,
-    "z_expression_dim": 8,
-    "batch_size": 32,
-    "max_train_samples": 64,
-    "max_val_samples": 32,
-}
+#: The training tests' tiny widths, on 64 faces.
+TINY = {**training_support.TINY, "max_train_samples": 64, "max_val_samples": 32}
 
 
 def main(data: str, out_dir: str) -> None:
