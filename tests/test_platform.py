@@ -74,11 +74,13 @@ def _probe() -> ModuleType:
 
 
 def _copy_tests(destination: Path) -> Path:
-    """The tests and their pytest settings, apart from the sources (so they import the install)."""
+    """The tests, the benchmark scripts they run and their pytest settings, apart from the
+    sources (so they import the install)."""
     destination.mkdir()
-    shutil.copytree(
-        REPO_ROOT / "tests", destination / "tests", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for folder in ("tests", "benchmarks"):
+        shutil.copytree(
+            REPO_ROOT / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy2(REPO_ROOT / "pyproject.toml", destination)
     return destination
 

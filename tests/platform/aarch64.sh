@@ -132,7 +132,8 @@ if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 else
     tar -cf - -C "$repo" --exclude=build --exclude='*.so' --exclude='.venv*' . | tar -xf - -C "$root/opt/src"
 fi
-cp -r "$root/opt/src/tests" "$root/opt/src/pyproject.toml" "$root/opt/tests/"
+# The tests, the benchmark scripts some of them run (kill_storm.py), their pytest settings.
+cp -r "$root/opt/src/tests" "$root/opt/src/benchmarks" "$root/opt/src/pyproject.toml" "$root/opt/tests/"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 # pip there trusts what this machine trusts (a proxy's own CA, say), not only Debian's bundle.
 for ca in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "${REQUESTS_CA_BUNDLE:-}" /etc/ssl/certs/ca-certificates.crt; do
