@@ -75,30 +75,6 @@ def robot_install(pyproject: Path) -> tuple[str, list[str]]:
     return (f"[{','.join(extras)}]" if extras else ""), project["build-system"]["requires"]
 
 
-def _ck_subjects(data_dir: Path) -> list[tuple[str, dict[str, list[np.ndarray]]]]:
-    """CK+ subjects with >= 4 basic classes: per class the frames in order (last one held out)."""
-    from clifer_edge.datasets import load_npz
-    from clifer_edge.labels import BASIC_EXPRESSIONS
-
-    path = data_dir / "ckplus48.npz"
-    data = load_npz(path)
-    with np.load(path, allow_pickle=False) as archive:
-        frame_numbers = archive["frames"]
-    subjects = []
-    for name in sorted(set(data.subjects.tolist())):
-        rows = np.flatnonzero((data.subjects == name) & np.isin(data.labels, BASIC_EXPRESSIONS))
-        classes = [c for c in BASIC_EXPRESSIONS if c in set(data.labels[rows].tolist())]
-        if len(classes) < 4:
-            continue
-        frames = {}
-        for label in classes:
-            picked = rows[data.labels[rows] == label]
-            picked = picked[np.lexsort((frame_numbers[picked], data.sequences[picked]))]
-            frames[label] = [data.images[i] for i in picked]
-        subjects.append((name, frames))
-    return subjects
-
-
 def run(data_dir: Path, out: Path) -> None:
     """Record latents, images and answers of the installed package on this machine."""
     import clifer_edge
@@ -132,7 +108,12 @@ def run(data_dir: Path, out: Path) -> None:
                 labels.append(result.label)
                 confidences.append(result.confidence)
 
-        persons = _ck_subjects(data_dir)[:N_PERSONS]
+        # The tests' CK+ reader (one place for the subjects and their frame order): beside this
+        # folder on the development machine and in the emulated robot root alike.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from runtime_support import ck_subjects
+
+        persons = [(s.name, s.frames) for s in ck_subjects(data_dir)[:N_PERSONS]]
         for name, frames in persons:
             answer("before", name, frames)
             for label, images in frames.items():
