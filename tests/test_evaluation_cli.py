@@ -169,6 +169,22 @@ def test_eval_bad_options(tmp_path, data_dir, capsys):
     argv = ["eval", "--data", data, "--out", out, "--frame-split", "never", "--no-progress"]
     assert main([*argv, "--static-train", "none"]) == 2
     assert "no subject has >= 4 splittable classes" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.yaml")
+    assert main(["eval", "--data", data, "--out", out, "--runtime-config", missing]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_eval_clifer_follows_the_robot_imagination_settings(tmp_path, data_dir):
+    config = tmp_path / "robot.yaml"
+    config.write_text("imagination:\n  residual: true\n  chunk_prototypes: 2\n")
+    out = tmp_path / "eval"
+    argv = ["eval", "--data", str(data_dir / "ckplus48.npz"), "--out", str(out)]
+    argv += ["--conditions", "clifer", "--max-subjects", "1", "--runtime-config", str(config)]
+    argv += ["--static-train", "none", "--few-shot-class", "none", "--no-progress"]
+    assert main(argv) == 0
+    document = json.loads((out / "results.json").read_text())
+    assert "chunk_prototypes=2, residual=True" in document["imagination"]
+    assert document["runs"][0]["steps"][-1]["imagined"] > 0
 
 
 def test_gdm_demo_on_a_few_subjects(capsys, tmp_path):

@@ -52,6 +52,7 @@ from clifer_edge.faces import FaceDetector, FaceDetectorError
 from clifer_edge.fileio import sha256_file
 from clifer_edge.models import CalibrationError, ModelFileError, ModelFiles
 from clifer_edge.preprocessing import InvalidImageError
+from clifer_edge.runtime.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="interpreter threads (1)")
     parser.add_argument(
         "--gdm-config", default=None, help="GDM settings YAML (default: CLIFER's defaults)"
+    )
+    parser.add_argument(
+        "--runtime-config",
+        default=None,
+        help="robot runtime YAML whose imagination settings the clifer condition uses "
+        "(default: the shipped clifer_edge/config/default.yaml)",
     )
     parser.add_argument(
         "--latent-space",
@@ -158,8 +165,12 @@ class FeatureSpace:
         return np.clip(points, -1.0, 1.0)
 
 
-def _imagination_settings() -> str:
-    settings = ProtocolConfig().imagination
+def _imagination_settings(path: str | None) -> Any:
+    """The robot's imagination settings (its runtime YAML, or the shipped default)."""
+    return load_config(path).imagination
+
+
+def _describe_imagination(settings: Any) -> str:
     return (
         f"chunk_prototypes={settings.chunk_prototypes}, "
         f"residual={settings.residual}, reimagine_distance={settings.reimagine_distance}"
@@ -188,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         check_split_arguments(args)
+        imagination_settings = _imagination_settings(args.runtime_config)
         conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
         shots = [int(k) for k in _parse_list(args.shots, None, "shots")]
         if args.few_shot_min_classes < 1:
@@ -221,7 +233,11 @@ def run(args: argparse.Namespace) -> int:
         space = FeatureSpace(calibration, args.latent_scale)
         features = np.zeros((len(dataset), meta.z_dim), dtype=np.float32)
         features[prepared.valid] = _encode(encoder, prepared.faces[prepared.valid], space)
-        config = ProtocolConfig(gdm_config=_gdm_config(args.gdm_config), seed=args.seed)
+        config = ProtocolConfig(
+            gdm_config=_gdm_config(args.gdm_config),
+            imagination=imagination_settings,
+            seed=args.seed,
+        )
         subjects, skipped, leaks = choose_subjects(dataset, features, args, prepared.valid)
         name = Path(dataset.source).name
         if leaks:
@@ -385,7 +401,7 @@ def _meta(
         "period without time limit: the subject's episodic prototypes not imagined yet are "
         "decoded by G under every expression of the model vocabulary not learned for real, "
         "re-encoded by E and learned in chunks by the memory's imagined network, which yields "
-        f"to real faces ({_imagination_settings()})",
+        f"to real faces ({_describe_imagination(_imagination_settings(args.runtime_config))})",
         "split_rule": SPLIT_RULE,
         "split": {
             "test_fraction": round(args.test_fraction, 4),
