@@ -4,8 +4,9 @@ CLIFER's Imagination model lets the robot picture a known person with another ex
 episodic prototype (a BMU weight, i.e. a latent the person really produced), the generator renders
 the face under every other expression c, G(z, c); the encoder maps that picture back to the latent
 space, E(G(z, c)); the memories are then trained on these imagined latents with label c. This module
-is that computation, shared by the robot (:mod:`clifer_edge.runtime.scheduler` runs it in idle time)
-and the evaluation protocol (:mod:`clifer_edge.evaluation.protocol`).
+is that computation, and a generator-free baseline to measure it against
+(:func:`class_offset_points`), shared by the robot (:mod:`clifer_edge.runtime.scheduler` runs it in
+idle time) and the evaluation protocol (:mod:`clifer_edge.evaluation.protocol`).
 """
 
 from __future__ import annotations
@@ -135,3 +136,40 @@ def reconstruct_latents(
         )
         own[drawable] = np.asarray(encoder.encode(faces), dtype=np.float32)
     return own
+
+
+def class_offset_points(
+    prototypes: np.ndarray,
+    source_labels: Sequence[str],
+    targets: Iterable[str],
+    class_means: np.ndarray,
+    mean_labels: Sequence[str],
+) -> tuple[np.ndarray, list[str]]:
+    """Generator-free imagination, the baseline CLIFER's generator has to beat.
+
+    Each prototype p of expression s is moved by the offset between crowd class means,
+    ``p + mean(c) - mean(s)``, for every target c other than s; no face is drawn. All arrays are
+    in the same space (the memories' standardised space on the robot). Prototypes whose own
+    expression has no class mean (e.g. a label beyond the crowd's seven) are not imagined from.
+
+    Returns
+    -------
+    points : ndarray of shape (m, d), float32
+    labels : list of str, length m
+    """
+    prototypes = _check_prototypes(prototypes, source_labels)
+    means = {label: row for label, row in zip(mean_labels, np.asarray(class_means), strict=True)}
+    wanted = [canonical_label(name) for name in targets if canonical_label(name) in means]
+    points: list[np.ndarray] = []
+    labels: list[str] = []
+    for prototype, source in zip(prototypes, source_labels, strict=True):
+        source = canonical_label(source)
+        if source not in means:
+            continue
+        for target in wanted:
+            if target != source:
+                points.append(prototype + means[target] - means[source])
+                labels.append(target)
+    if not points:
+        return np.zeros((0, prototypes.shape[1]), np.float32), []
+    return np.stack(points).astype(np.float32), labels

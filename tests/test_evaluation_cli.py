@@ -45,7 +45,7 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
     printed = capsys.readouterr().out
     assert "| clifer | 2 | semantic |" in printed and "static baseline fallback: F1" in printed
     document = json.loads((out / "results.json").read_text())
-    _check_summary(document, ["mlp", "gdm", "replay", "clifer"], 2)
+    _check_summary(document, ["mlp", "gdm", "replay", "clifer", "offsets"], 2)
     assert document["schema_version"] == SCHEMA_VERSION
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", document["package_version"])
     for model in document["models"].values():
@@ -56,9 +56,11 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
     assert document["leaks_near_duplicates"] is True
     assert document["orders"]["default"][:2] == ["happiness", "surprise"]  # CK+ has no neutral
     runs = document["runs"]
-    assert len(runs) == 2 * 4 and {r["subject"] for r in runs} == {"S011", "S014"}
+    assert len(runs) == 2 * 5 and {r["subject"] for r in runs} == {"S011", "S014"}
     clifer = [r for r in runs if r["condition"] == "clifer"]
     assert all(r["steps"][-1]["imagined"] > 0 for r in clifer)
+    offsets = [r for r in runs if r["condition"] == "offsets"]
+    assert all(r["steps"][-1]["imagined"] > 0 for r in offsets)
     assert document["few_shot"]["class"] == "contempt"
     baselines = {c["name"]: c for c in document["static_baseline"]["classifiers"]}
     assert set(baselines) == {"fallback", "logreg"}
@@ -172,6 +174,9 @@ def test_eval_bad_options(tmp_path, data_dir, capsys):
     missing = str(tmp_path / "missing.yaml")
     assert main(["eval", "--data", data, "--out", out, "--runtime-config", missing]) == 2
     assert "cannot read config file" in capsys.readouterr().err
+    argv = ["eval", "--data", data, "--out", out, "--latent-space", "raw"]
+    assert main([*argv, "--conditions", "replay,offsets"]) == 2
+    assert "condition 'offsets' moves prototypes" in capsys.readouterr().err
 
 
 def test_eval_clifer_follows_the_robot_imagination_settings(tmp_path, data_dir):

@@ -252,3 +252,49 @@ def test_the_protocol_imagines_with_the_robots_scheduler(models, subjects):
     # the memories now know classes the subject never showed
     assert set(learner.memory.classes_) > person.shown_labels
     assert learner.memory.labels_ == list(subject.classes[:2])  # imagined ones stay apart
+
+
+def test_class_offset_points_move_prototypes_by_class_mean_differences():
+    from clifer_edge.imagination import class_offset_points
+
+    means = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
+    names = ["neutral", "happiness", "surprise"]
+    prototypes = np.array([[5.0, 5.0], [7.0, 7.0], [9.0, 9.0]], np.float32)
+    points, labels = class_offset_points(
+        prototypes, ["neutral", "happy", "contempt"], ["happiness", "surprise"], means, names
+    )
+    # neutral -> happiness, surprise; happy (= happiness) -> surprise; contempt has no mean
+    assert labels == ["happiness", "surprise", "surprise"]
+    np.testing.assert_allclose(points, [[6.0, 5.0], [5.0, 7.0], [6.0, 9.0]])
+    none, no_labels = class_offset_points(prototypes[:1], ["neutral"], ["neutral"], means, names)
+    assert none.shape == (0, 2) and no_labels == []
+
+
+class NoDrawing:
+    """A generator that must not be asked to draw (the class-offset imagination needs none)."""
+
+    def __init__(self, generator) -> None:
+        self.metadata = generator.metadata
+
+    def generate(self, z, expressions):
+        raise AssertionError("class_offsets imagination drew a face")
+
+
+def test_class_offsets_imagination_needs_no_generator(tmp_path, models, subjects):
+    encoder, generator = models
+    rt = make_runtime(
+        tmp_path,
+        (encoder, NoDrawing(generator)),
+        imagination={"method": "class_offsets"},
+    )
+    subject = subjects[0]
+    learn_classes(rt, subject, subject.classes[:2])
+    rt.set_idle(True)
+    report = rt.imagine(30.0)
+    assert report is not None and report.latents > 0 and report.done
+    vocabulary = list(encoder.metadata.vocabulary)
+    assert report.latents == report.prototypes * (len(vocabulary) - 2)
+    # an unseen class can now be answered, by the imagined network only
+    unseen = [c for c in vocabulary if c not in subject.classes[:2]]
+    scores = rt.process_face(subject.test(subject.classes[2]), person_id=subject.name).scores
+    assert set(unseen) <= set(scores)

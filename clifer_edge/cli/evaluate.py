@@ -4,11 +4,12 @@ Point it at a per-subject data set in the shared npz layout (``images``, ``label
 ``subjects``, optional ``sequences``). Faces (detected and cropped with ``--detect-faces``) are
 encoded by the bundled int8 encoder; for every subject the classes are learned one at a time
 (episodes of 5) under each condition: ``mlp`` (retrained from scratch on all seen data),
-``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal) and ``clifer`` (replay + imagination after
-each class). Experiment 1 tests on the subject's held-out faces of the classes seen so far,
-Experiment 2 on all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others,
-and the static person-independent baseline on the same held-out faces. Writes
-``results.json``, ``report.md`` and PNG plots to ``--out``.
+``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal), ``clifer`` (replay + imagination after
+each class) and ``offsets`` (the same with the generator-free class-offset baseline).
+Experiment 1 tests on the subject's held-out faces of the classes seen so far, Experiment 2 on
+all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others, and the static
+person-independent baseline on the same held-out faces. Writes ``results.json``, ``report.md``
+and PNG plots to ``--out``.
 """
 
 from __future__ import annotations
@@ -164,6 +165,18 @@ class FeatureSpace:
             return self.calibration.to_latent(points)
         return np.clip(points, -1.0, 1.0)
 
+    @property
+    def labels(self) -> list[str]:
+        """The calibration's classes (what the ``class_offsets`` imagination moves between)."""
+        return self.calibration.labels if self.calibration is not None else []
+
+    @property
+    def class_means(self) -> np.ndarray:
+        """The calibration's FER2013 class means, in the memories' features."""
+        if self.calibration is None:
+            return np.zeros((0, 0), np.float32)
+        return (self.scale * self.calibration.class_means).astype(np.float32)
+
 
 def _imagination_settings(path: str | None) -> Any:
     """The robot's imagination settings (its runtime YAML, or the shipped default)."""
@@ -201,6 +214,11 @@ def run(args: argparse.Namespace) -> int:
         check_split_arguments(args)
         imagination_settings = _imagination_settings(args.runtime_config)
         conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
+        if "offsets" in conditions and args.latent_space != "calibrated":
+            raise ValueError(
+                "condition 'offsets' moves prototypes by the calibration's class means: "
+                "use --latent-space calibrated or leave 'offsets' out of --conditions"
+            )
         shots = [int(k) for k in _parse_list(args.shots, None, "shots")]
         if args.few_shot_min_classes < 1:
             raise ValueError(f"--few-shot-min-classes {args.few_shot_min_classes} should be >= 1")

@@ -12,8 +12,10 @@ so far, the batch-learning baseline), ``gdm`` (Growing Dual Memory), ``replay`` 
 pseudo-rehearsal after every episode) and ``clifer`` (``replay`` plus imagination after every
 class: the robot's own :class:`~clifer_edge.runtime.scheduler.ImaginationScheduler` runs on the
 subject's memory as in an idle period, so prototypes are chosen, imagined and learned exactly as on
-the robot). The protocol works on precomputed features, so the same code measures PCA pixels (the
-GDM demo) or the CAAE encoder (``clifer-edge eval``).
+the robot); and ``offsets``, the same with the generator-free baseline imagination
+(``imagination.method: class_offsets``: prototypes moved by FER2013 class-mean offsets), which
+the generator has to beat to be worth its cost. The protocol works on precomputed features, so
+the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
 
 After each step it also measures imagination directly: the accuracy on held-out faces of the
 classes *not yet learned* from the subject (``unseen``; a memory that only knows real classes
@@ -45,7 +47,7 @@ from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
 from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.runtime.config import ImaginationConfig
 
-CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer")
+CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer", "offsets")
 EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
 
@@ -60,7 +62,8 @@ class ImaginationModel:
 
     ``space`` maps the memories' features to encoder latents and back (``to_latent``,
     ``to_memory``): a :class:`~clifer_edge.models.calibration.LatentCalibration` as on the robot,
-    or any object with the same two methods.
+    or any object with the same two methods (and ``labels``, ``class_means`` in the memories'
+    features for the ``offsets`` condition).
     """
 
     encoder: Any
@@ -241,9 +244,12 @@ def make_learner(
         return _MLPLearner(config)
     if condition in ("gdm", "replay"):
         return _GDMLearner(config, replay=condition == "replay", imagination=None)
-    if condition == "clifer":
+    if condition in ("clifer", "offsets"):
         if imagination is None:
-            raise ValueError("condition 'clifer' needs an ImaginationModel (encoder + generator)")
+            raise ValueError(f"condition {condition!r} needs an ImaginationModel")
+        if condition == "offsets":
+            settings = dataclasses.replace(config.imagination, method="class_offsets")
+            config = dataclasses.replace(config, imagination=settings)
         return _GDMLearner(config, replay=True, imagination=imagination)
     raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
 

@@ -138,6 +138,10 @@ class ImaginationConfig:
     #: generator's change of expression, cancelling its reconstruction error (see
     #: :func:`clifer_edge.imagination.imagine_latents`).
     residual: bool = False
+    #: Where imagined latents come from: ``"generator"``, CLIFER's E(G(z, c)); or
+    #: ``"class_offsets"``, a generator-free baseline that moves each prototype by the offset
+    #: between the FER2013 class means of the calibration, mean(c) - mean(own expression).
+    method: str = "generator"
     #: A prototype that moved further than this (Euclidean, in the memories' standardised space)
     #: since it was imagined is imagined again.
     reimagine_distance: float = 0.5
@@ -177,6 +181,7 @@ class RuntimeConfig:
 
 #: Allowed values of string keys.
 _CHOICES: dict[str, tuple[str, ...]] = {
+    "imagination.method": ("generator", "class_offsets"),
     "faces.detector": ("haar", "yunet"),
     "persons.mode": ("caller", "single", "identity"),
     "memory.answer": ("episodic", "semantic"),

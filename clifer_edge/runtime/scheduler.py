@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from clifer_edge.imagination import generator_vocabulary, imagine_faces, reconstruct_latents
+from clifer_edge.imagination import (
+    class_offset_points,
+    generator_vocabulary,
+    imagine_faces,
+    reconstruct_latents,
+)
 from clifer_edge.models.calibration import LatentCalibration
 from clifer_edge.runtime.config import ImaginationConfig
 from clifer_edge.runtime.persons import PersonState, append_rows
@@ -253,29 +258,26 @@ class ImaginationScheduler:
         yield at once). The lock is taken per step and the activity flag checked between steps,
         so a face waits for at most one step.
         """
-        z = self.calibration.to_latent(prototypes)
         with lock:
             if not state.resident:  # evicted or forgotten meanwhile: leave it alone
                 return -1
             real = set(state.memory.labels_)
             targets = [c for c in generator_vocabulary(self.generator) if c not in real]
-            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels, targets)
-        if self._activity.is_set():
-            return -1
+        if self.config.method == "class_offsets":
+            points, imagined_labels = class_offset_points(
+                prototypes,
+                labels,
+                targets,
+                self.calibration.class_means,
+                self.calibration.labels,
+            )
+        else:
+            points, imagined_labels = self._generate(prototypes, labels, targets, lock)
+            if points is None:
+                return -1
         if not imagined_labels:
             self._mark(state, prototypes)
             return 0
-        with lock:
-            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
-        if self._activity.is_set():
-            return -1
-        if self.config.residual:
-            with lock:
-                own = reconstruct_latents(z, self.encoder, self.generator, labels)
-            if self._activity.is_set():
-                return -1
-            latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
-        points = self.calibration.to_memory(latents)
         with lock:
             if not state.resident:
                 return -1
@@ -283,6 +285,33 @@ class ImaginationScheduler:
             self._mark(state, prototypes)
             state.n_imagined += len(imagined_labels)
         return len(imagined_labels)
+
+    def _generate(
+        self,
+        prototypes: np.ndarray,
+        labels: list[str],
+        targets: list[str],
+        lock: threading.RLock | threading.Lock,
+    ) -> tuple[np.ndarray | None, list[str]]:
+        """E(G(z, c)) (or its residual form) in the memories' space; ``None`` if a face came."""
+        z = self.calibration.to_latent(prototypes)
+        with lock:
+            faces, imagined_labels, rows = imagine_faces(z, self.generator, labels, targets)
+        if self._activity.is_set():
+            return None, []
+        if not imagined_labels:
+            return np.zeros((0, prototypes.shape[1]), np.float32), []
+        with lock:
+            latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
+        if self._activity.is_set():
+            return None, []
+        if self.config.residual:
+            with lock:
+                own = reconstruct_latents(z, self.encoder, self.generator, labels)
+            if self._activity.is_set():
+                return None, []
+            latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
+        return self.calibration.to_memory(latents), imagined_labels
 
     @staticmethod
     def _mark(state: PersonState, prototypes: np.ndarray) -> None:
