@@ -48,6 +48,7 @@ class TrainConfig:
     encoder_filters: list[int] = field(default_factory=lambda: [32, 64, 128])
     encoder_dense: int = 0  # hidden dense units before the expression code (0: none)
     encoder_dropout: float = 0.3  # before the expression code, against FER2013 over-fitting
+    identity_block: int = -2  # encoder block (list index) whose output feeds the identity code
     generator_filters: list[int] = field(default_factory=lambda: [128, 64, 32])
     disc_filters: list[int] = field(default_factory=lambda: [16, 32, 64])
     dz_units: list[int] = field(default_factory=lambda: [64, 32, 16])
@@ -192,6 +193,12 @@ class TrainConfig:
             raise ValueError(
                 f"training config: z_expression_dim={self.z_expression_dim} should be in "
                 f"[1, z_dim={self.z_dim}) (the rest of z is the identity code)"
+            )
+        blocks = len(self.encoder_filters)
+        if not -blocks <= self.identity_block < blocks:
+            raise ValueError(
+                f"training config key 'identity_block'={self.identity_block} should index one of "
+                f"the {blocks} encoder blocks (-{blocks} .. {blocks - 1})"
             )
         if not 0 <= self.encoder_dropout < 1:
             raise ValueError("training config key 'encoder_dropout' should be in [0, 1)")

@@ -3,8 +3,9 @@
 - Encoder E: face -> latent ``z`` in [-1, 1], in two parts. A backbone of 3x3 convolution blocks
   feeds (a) the *expression code* ``z[:, :z_expression_dim]``, trained first as a plain expression
   encoder (stage 1, :mod:`clifer_train.pretrain`) and the part the robot's memories mostly tell
-  expressions by, and (b) the *identity code* ``z[:, z_expression_dim:]``, tapped one block
-  earlier, trained in the CAAE (stage 2) so that the generator can redraw the face.
+  expressions by, and (b) the *identity code* ``z[:, z_expression_dim:]``, tapped from an
+  earlier block (``identity_block``; finer detail), trained in the CAAE (stage 2) so that the
+  generator can redraw the face.
 - Generator G: (``z``, expression one-hot) -> face in [-1, 1]. G reads only the identity code: the
   expression it draws must come from the asked label, never from the input face's expression
   code (otherwise G learns to ignore the label). Upsampling is a 2x2 stride-2 transposed
@@ -62,12 +63,13 @@ def build_encoder(cfg: TrainConfig) -> keras.Model:
     e = layers.Dropout(cfg.encoder_dropout, name="dropout")(e)
     e = layers.Dense(cfg.z_expression_dim, name="expression_linear")(e)
     e = layers.Activation("tanh", dtype="float32", name="z_expression")(e)
-    # (b) Identity code: from one block earlier (finer detail), through its own convolution.
-    i = taps[-2] if len(taps) > 1 else taps[-1]
+    # (b) Identity code: from an earlier block (finer detail), through its own convolution.
+    tapped = cfg.identity_block % len(taps)
+    i = taps[tapped]
     i = layers.Conv2D(
         cfg.encoder_filters[-1],
         3,
-        strides=2 if len(taps) > 1 else 1,
+        strides=2 if tapped < len(taps) - 1 else 1,
         padding="same",
         name=f"{IDENTITY_PREFIX}conv",
     )(i)
