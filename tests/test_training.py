@@ -19,7 +19,7 @@ from clifer_train import data as data_lib  # noqa: E402
 from clifer_train.caae import CAAE  # noqa: E402
 from clifer_train.config import TrainConfig  # noqa: E402
 from clifer_train.models import build_all, freeze_expression_path  # noqa: E402
-from clifer_train.train import _build_caae, train  # noqa: E402
+from clifer_train.train import _build_caae, expression_means, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,8 @@ def test_config_bad_values() -> None:
         TrainConfig(mixed_precision="yes")
     with pytest.raises(ValueError, match="perceptual_model"):
         TrainConfig(w_perceptual=1.0)
+    with pytest.raises(ValueError, match="w_expression_offset > 0 needs a frozen stage-1"):
+        TrainConfig(w_expression_offset=1.0, freeze_expression=False)
 
 
 def test_config_yaml_errors_name_file_and_key(tmp_path: Path) -> None:
@@ -255,6 +257,28 @@ def test_stage_two_keeps_the_expression_path_fixed(fer_small: Path) -> None:
         np.testing.assert_array_equal(b, a.numpy())
     trainable = {w.path.split("/")[0] for w in models["encoder"].trainable_weights}
     assert trainable and all(name.startswith("identity_") for name in trainable)
+
+
+def test_expression_offset_targets_the_class_mean_offset(fer_small: Path) -> None:
+    """A translation from class c to t should land at the person's code + mean(t) - mean(c)."""
+    cfg = TrainConfig(**TINY, w_expression_offset=1.0)
+    faces, _ = data_lib.load_splits(fer_small, cfg)
+    models = build_all(cfg)
+    caae = _build_caae(cfg, models, mixed=False, steps_per_epoch=10)
+    means = expression_means(models["encoder"], faces, cfg)
+    codes = np.asarray(models["encoder"](faces.images))[:, : cfg.z_expression_dim]
+    for k in np.unique(faces.labels):
+        np.testing.assert_allclose(means[k], codes[faces.labels == k].mean(0), atol=1e-5)
+    caae.set_expression_means(means)
+
+    z = np.asarray(models["encoder"](faces.images[:16]))
+    labels, targets = faces.labels[:16], (faces.labels[:16] + 2) % cfg.n_classes
+    landed = z.copy()
+    landed[:, : cfg.z_expression_dim] += means[targets] - means[labels]
+    assert float(caae._offset_error(z, landed, labels, targets)) == pytest.approx(0.0, abs=1e-6)
+    off = landed.copy()
+    off[:, : cfg.z_expression_dim] += 0.25
+    assert float(caae._offset_error(z, off, labels, targets)) == pytest.approx(0.25, abs=1e-5)
 
 
 # --- runs ---------------------------------------------------------------------------------------

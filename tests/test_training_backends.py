@@ -48,6 +48,7 @@ def test_one_step_trains_every_model(results, backend: str) -> None:
     result, _ = results[backend]
     assert result["backend"] == backend
     assert all(np.isfinite(v) for v in result["losses"].values()), result["losses"]
+    assert result["losses"]["expression_offset"] > 0
     assert all(result["changed"].values()), result["changed"]
 
 

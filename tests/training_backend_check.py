@@ -21,10 +21,15 @@ from clifer_train import checkpoint
 from clifer_train import data as data_lib
 from clifer_train.config import TrainConfig
 from clifer_train.models import build_all
-from clifer_train.train import _build_caae
+from clifer_train.train import _build_caae, expression_means
 
-#: The training tests' tiny widths, on 64 faces.
-TINY = {**training_support.TINY, "max_train_samples": 64, "max_val_samples": 32}
+#: The training tests' tiny widths, on 64 faces, with every loss term on.
+TINY = {
+    **training_support.TINY,
+    "max_train_samples": 64,
+    "max_val_samples": 32,
+    "w_expression_offset": 0.5,
+}
 
 
 def main(data: str, out_dir: str) -> None:
@@ -36,6 +41,8 @@ def main(data: str, out_dir: str) -> None:
     keras.utils.set_random_seed(0)
     models = build_all(cfg)
     caae = _build_caae(cfg, models, mixed=False, steps_per_epoch=2)
+    means = expression_means(models["encoder"], faces, cfg)
+    caae.set_expression_means(means)
     before = {name: [np.array(w) for w in m.trainable_weights] for name, m in models.items()}
     logs = caae.train_on_batch(images, one_hot, return_dict=True)
     changed = {
@@ -49,6 +56,7 @@ def main(data: str, out_dir: str) -> None:
 
     keras.utils.set_random_seed(1)  # different initial weights: the restore must overwrite them
     fresh = _build_caae(cfg, build_all(cfg), mixed=False, steps_per_epoch=2)
+    fresh.set_expression_means(means)  # computed at each start, not checkpointed
     epochs = checkpoint.restore(saved, fresh.checkpoint_holders())
     restored_equal = all(
         np.array_equal(np.asarray(a), np.asarray(b))

@@ -18,7 +18,10 @@ Losses of E and G (weights in :class:`clifer_train.config.TrainConfig`):
 - adversarial: D_img must take reconstructed and translated faces for real faces of their label,
   D_z must take the identity code for a prior sample;
 - expression control: a translated face ``G(E(x), t)``, re-encoded, must be classified as ``t``
-  by C (``cls_generated``);
+  by C (``cls_generated``); with ``w_expression_offset`` its expression code must also land
+  where the person's own code moved by the training set's class-mean offset ``mean(t) -
+  mean(c)`` lands (``expression_offset``, L1): C alone is satisfied by an exaggerated face far
+  from any real face of class ``t``, and the memories learn from where imagined faces land;
 - cycle: translate to a random target t and back, ``|G(E(G(E(x), t)), c) - x|``, and the identity
   term ``|id(E(G(E(x), t))) - id(E(x))|``: the translated face must keep the person's identity code;
 - generated faces are re-encoded by a *frozen* E (inference mode, gradients reach G only): if E
@@ -54,6 +57,7 @@ TRAIN_METRICS: tuple[str, ...] = (
     "cls_generated",
     "cycle",
     "latent_cycle",
+    "expression_offset",
     "perceptual",
     "cls_accuracy",
 )
@@ -62,6 +66,7 @@ TRAIN_METRICS: tuple[str, ...] = (
 VAL_METRICS: tuple[str, ...] = (
     "reconstruction",
     "latent_cycle",
+    "expression_offset",
     "cls_accuracy",
     "translation_accuracy",
 )
@@ -135,6 +140,13 @@ class CAAE(keras.Model):
         self.split = cfg.z_expression_dim
         self.perceptual = perceptual
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Per-class means of the expression code on the training faces (set_expression_means).
+        self.expression_means = self.add_weight(
+            shape=(self.n_classes, self.split),
+            initializer="zeros",
+            trainable=False,
+            name="expression_means",
+        )
         self.trackers = {name: keras.metrics.Mean(name=name) for name in TRAIN_METRICS}
         # Distinct tracker names: fit() would otherwise report validation values as training ones.
         self.val_trackers = {name: keras.metrics.Mean(name=f"eval_{name}") for name in VAL_METRICS}
@@ -160,6 +172,11 @@ class CAAE(keras.Model):
             "seed_generator": [self.seed_generator.state],
         }
 
+    def set_expression_means(self, means) -> None:
+        """Class means of the (frozen) expression code, rows in vocabulary order: the targets of
+        the ``expression_offset`` loss."""
+        self.expression_means.assign(ops.convert_to_tensor(means, dtype="float32"))
+
     def call(self, images, training: bool = False):
         """Encode faces (what ``fit`` calls to build the model; the sub-models do the work)."""
         return self.encoder(images, training=training)
@@ -178,6 +195,14 @@ class CAAE(keras.Model):
 
     def _expression_logits(self, z, training: bool):
         return self.classifier(z[:, : self.split], training=training)
+
+    def _offset_error(self, z, z_translated, labels, targets):
+        """L1 between a translation's expression code and the person's own code moved by the
+        class-mean offset from their expression to the asked one."""
+        means = ops.stop_gradient(self.expression_means.value)
+        wanted = ops.stop_gradient(z[:, : self.split]) + ops.take(means, targets, axis=0)
+        wanted = wanted - ops.take(means, labels, axis=0)
+        return ops.mean(ops.abs(z_translated[:, : self.split] - wanted))
 
     def compute_losses(self, images, expressions):
         """One forward pass and every loss: ``(g_loss, cls_real, d_loss, scalars)``.
@@ -247,6 +272,7 @@ class CAAE(keras.Model):
             "latent_cycle": ops.mean(
                 ops.abs(self._identity(z_translated) - ops.stop_gradient(identity))
             ),
+            "expression_offset": self._offset_error(z, z_translated, labels, targets),
             "cycle": ops.mean(ops.abs(cycled - images)) if cycled is not None else zero,
             "perceptual": self.perceptual(images, reconstructed)
             if self.perceptual is not None and self.cfg.w_perceptual > 0
@@ -265,6 +291,7 @@ class CAAE(keras.Model):
             + cfg.w_cls_generated * losses["cls_generated"]
             + cfg.w_cycle * losses["cycle"]
             + cfg.w_latent_cycle * losses["latent_cycle"]
+            + cfg.w_expression_offset * losses["expression_offset"]
             + cfg.w_perceptual * losses["perceptual"]
             + cfg.w_cls_real * losses["cls_real"]  # keeps the expression code readable in E
         )
@@ -390,6 +417,7 @@ class CAAE(keras.Model):
         return {
             "reconstruction": ops.mean(ops.abs(reconstructed - images)),
             "latent_cycle": ops.mean(ops.abs(self._identity(z_translated) - self._identity(z))),
+            "expression_offset": self._offset_error(z, z_translated, labels, targets),
             "cls_accuracy": ops.mean(ops.cast(predicted == labels, "float32")),
             "translation_accuracy": ops.mean(ops.cast(read_as == targets, "float32")),
         }

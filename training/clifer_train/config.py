@@ -64,6 +64,8 @@ class TrainConfig:
     w_cls_generated: float = 0.1
     w_cycle: float = 0.5
     w_latent_cycle: float = 0.2
+    # translations land at the person's code moved by the class-mean offset (needs stage 1)
+    w_expression_offset: float = 0.0
     w_perceptual: float = 0.0
     perceptual_model: str | None = None  # a .keras feature extractor (e.g. converted VGG-Face)
     # --- stage 1: the expression encoder (E's backbone + expression code + C) ----------------
@@ -235,6 +237,12 @@ class TrainConfig:
             raise ValueError(
                 f"training config key 'mixed_precision'={self.mixed_precision!r} "
                 "should be 'auto', 'on' or 'off'"
+            )
+        frozen_code = self.pretrain_epochs > 0 and self.freeze_expression
+        if self.w_expression_offset > 0 and not frozen_code:
+            raise ValueError(
+                "training config: w_expression_offset > 0 needs a frozen stage-1 expression code "
+                "(pretrain_epochs > 0 and freeze_expression: true)"
             )
         if self.w_perceptual > 0 and not self.perceptual_model:
             raise ValueError("training config: w_perceptual > 0 needs perceptual_model (a file)")

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 CURVE_PANELS = {
     "reconstruction (L1)": ["reconstruction", "val_reconstruction", "cycle"],
     "identity (latent L1)": ["latent_cycle", "val_latent_cycle"],
+    "expression offset (L1)": ["expression_offset", "val_expression_offset"],
     "adversarial": ["d_image", "adv_image", "d_latent", "adv_latent"],
     "expression": [
         "cls_real",
@@ -212,6 +213,8 @@ def _run(
     if found is not None:
         first_epoch = checkpoint.restore(found, holders)
         log.info("resumed from %s (%d epochs done)", found, first_epoch)
+    if cfg.pretrain_epochs > 0 and cfg.freeze_expression:  # the loss's targets, and its figure
+        caae.set_expression_means(expression_means(models["encoder"], train_faces, cfg))
     last_epoch = min(cfg.epochs, stop_after) if stop_after is not None else cfg.epochs
     recorder = RunRecorder(
         out=out,
@@ -250,6 +253,19 @@ def _run(
         verbose=0,
     )
     return recorder.history
+
+
+def expression_means(encoder: keras.Model, faces: data_lib.FaceArrays, cfg: TrainConfig):
+    """Per-class means of the expression code over ``faces`` (rows in vocabulary order; a class
+    without faces gets the mean of all)."""
+    codes = encoder.predict(faces.images, batch_size=256, verbose=0)[:, : cfg.z_expression_dim]
+    overall = codes.mean(axis=0)
+    return np.stack(
+        [
+            codes[faces.labels == k].mean(axis=0) if np.any(faces.labels == k) else overall
+            for k in range(cfg.n_classes)
+        ]
+    ).astype(np.float32)
 
 
 def _build_caae(
