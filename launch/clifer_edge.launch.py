@@ -31,6 +31,10 @@ def generate_launch_description() -> LaunchDescription:
         namespace="",
         output="screen",
         emulate_tty=True,
+        # On Ctrl-C launch sends SIGINT, then SIGTERM and SIGKILL after these many seconds: the
+        # node saves every memory on the way out, which can take a while on a loaded board.
+        sigterm_timeout="30",
+        sigkill_timeout="30",
         parameters=[
             LaunchConfiguration("params_file"),
             {

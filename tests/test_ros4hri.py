@@ -289,6 +289,9 @@ def test_a_late_joining_node_learns_the_current_persons(ros, driver, jaffe, tmp_
         assert all(e.face_id == "fz1" for e in expressions)
     finally:
         node.stop(signal.SIGKILL)
+        # Latched lists left behind would reach later nodes of this module too.
+        for pub in (persons, faces, face_of_zoe):
+            driver.node.destroy_publisher(pub)
 
 
 def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path):
@@ -315,8 +318,10 @@ def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path)
         ],
     )
     try:
-        node.trigger_configure()
-        node.trigger_activate()
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         process_frame = node._runtime.process_frame
         msg = image_msg(_photos(jaffe, 1)[0], node.get_clock().now().to_msg())
         for error in (
@@ -338,6 +343,39 @@ def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path)
         node.close()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def test_an_unexpected_configure_error_is_logged_not_swallowed(ros, tmp_path, capfd, monkeypatch):
+    """rclpy's lifecycle turns an exception in on_configure into a silent failed transition."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from clifer_edge.ros.node import ExpressionNode
+
+    def broken(self: Any) -> Any:
+        raise KeyError("a bug, not a configuration problem")
+
+    monkeypatch.setattr(ExpressionNode, "_load_runtime", broken)
+    context = Context()
+    rclpy.init(context=context)
+    node = ExpressionNode(
+        context=context,
+        cli_args=["--ros-args", "-r", "__node:=clifer_broken"],
+        parameter_overrides=[
+            Parameter("autostart", value=False),
+            Parameter("memory_dir", value=str(tmp_path / "memories")),
+        ],
+    )
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node._configured == []  # nothing half-made left behind
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    log = capfd.readouterr().err
+    assert "configure failed" in log and "KeyError: 'a bug, not a configuration problem'" in log
 
 
 def _install_prefix(prefix: Path) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,8 @@ FACE_IMAGES = ("cropped", "aligned")
 LOG_LINES_PER_S = 5
 #: Longest alias chain followed (person -> alias -> ...); longer ones or cycles are refused.
 MAX_ALIAS_DEPTH = 8
+#: Longest wait of the spin loop for work (s): how soon a stop signal is acted on.
+SPIN_WAIT_S = 0.2
 
 #: Latched, reliable: late subscribers still receive the last message (tracked lists, person ->
 #: face ids, the data-processing notice), as hri_person_manager and hri_face_detect publish them.
@@ -285,6 +288,15 @@ class ExpressionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the runtime (configuration, models, memories) and create the outputs."""
         try:
+            return self._configure()
+        except Exception:  # rclpy's lifecycle turns it into a failed transition without a word
+            self.get_logger().fatal(f"configure failed:\n{traceback.format_exc()}")
+            self.close()
+            self._release_outputs()
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
+        try:
             self._runtime = self._load_runtime()
             if self._p["mode"] == "camera":
                 self._tracker = self._runtime.tracker()
@@ -371,12 +383,15 @@ class ExpressionNode(LifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Save the memories, release the runtime and the outputs."""
         self.close()
+        self._release_outputs()
+        self._state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_outputs(self) -> None:
         with self._busy:
             for kind, entity in reversed(self._configured):
                 getattr(self, f"destroy_{kind}")(entity)
             self._configured.clear()
-        self._state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Save the memories on the way out, from any state."""
@@ -977,12 +992,15 @@ def main(args: list[str] | None = None) -> int:
     With ``autostart`` (the default) the node configures and activates itself; a failed
     configuration (e.g. no models) ends the process with status 1. rclpy's own signal handlers
     would shut the context down before the memories are saved (and the save could no longer be
-    logged), so SIGINT and SIGTERM raise KeyboardInterrupt here instead.
+    logged), and a KeyboardInterrupt can land anywhere, also in the save that a second signal
+    (``ros2 launch`` follows SIGINT with SIGTERM) would abort. So SIGINT and SIGTERM only ask
+    the spin loop to stop, and the main thread saves once it has.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
     # Also SIGINT: a process started in the background by a shell inherits SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.default_int_handler)
+        signal.signal(signum, lambda *_: stop.set())
     try:
         node = ExpressionNode()
     except RuntimeError as error:
@@ -998,17 +1016,18 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        while True:
+        while not stop.is_set() and rclpy.ok():
             try:
-                executor.spin()
-                break
+                # A short wait: a signal's handler runs between two waits (Python runs handlers
+                # in the main thread only, once the wait returns to the interpreter).
+                executor.spin_once(timeout_sec=SPIN_WAIT_S)
             except InvalidHandle:
                 # A face's publisher or subscription was destroyed by one callback thread while
                 # the executor built its wait set in another (an rclpy race with per-face
                 # topics); the next wait set no longer holds it: spin on.
                 continue
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            except ExternalShutdownException:
+                break
     finally:
         executor.shutdown()  # waits for callbacks in flight, e.g. an imagination chunk
         node.close()
