@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -10,7 +11,10 @@ import numpy as np
 import pytest
 
 from clifer_edge.cli import main
+from clifer_edge.cli.evaluate import _face_detector, add_arguments
 from clifer_edge.evaluation.report import SCHEMA_VERSION, SUMMARY_KEYS
+from clifer_edge.faces.detector import FER2013_MARGIN
+from clifer_edge.runtime import load_config
 
 
 def _check_summary(document: dict, conditions: list[str], n_subjects: int) -> None:
@@ -93,6 +97,9 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     document = json.loads((out / "results.json").read_text())
     _check_summary(document, ["gdm"], 2)
     assert document["face_detection"]["found"] == 213
+    # Cropped as the robot crops (the shipped runtime config): YuNet, FER2013's framing.
+    assert document["face_detection"]["method"] == "yunet"
+    assert document["face_detection"]["margin"] == FER2013_MARGIN["yunet"]
     assert document["leaks_near_duplicates"] is False
     assert len(document["orders"]) == 7 and len(document["order_comparison"]) == 4
     assert "static_baseline" not in document and "few_shot" not in document
@@ -102,6 +109,22 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     assert all(r["unseen_acc_fallback_steps_mean"] is None for r in document["summary"])
     assert (out / "orders.png").exists()
     assert "Kruskal" in (out / "report.md").read_text()
+
+
+def test_eval_detector_overrides():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    faces = load_config(None).faces
+    args = parser.parse_args(["--data", "x.npz", "--out", "o", "--detector", "haar"])
+    assert (_face_detector(args, faces).method, _face_detector(args, faces).margin) == (
+        "haar",
+        FER2013_MARGIN["haar"],
+    )
+    args = parser.parse_args(["--data", "x.npz", "--out", "o", "--margin", "0.3"])
+    assert (_face_detector(args, faces).method, _face_detector(args, faces).margin) == (
+        "yunet",
+        0.3,
+    )
 
 
 def _junk_file(directory) -> str:
@@ -220,5 +243,6 @@ def test_full_eval_run(tmp_path, data_dir, name):
         argv.append("--detect-faces")
     assert main(argv) == 0
     document = json.loads((tmp_path / "results.json").read_text())
-    _check_summary(document, ["mlp", "gdm", "replay", "clifer"], 10 if name == "jaffe.npz" else 28)
+    conditions = ["mlp", "gdm", "replay", "clifer", "offsets"]
+    _check_summary(document, conditions, 10 if name == "jaffe.npz" else 28)
     assert document["seconds"] < 15 * 60

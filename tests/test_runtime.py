@@ -14,6 +14,7 @@ import pytest
 from runtime_support import ck_subjects, learn_classes, make_runtime
 
 from clifer_edge.datasets import load_npz
+from clifer_edge.faces import FaceDetector
 from clifer_edge.preprocessing import InvalidImageError
 from clifer_edge.runtime import ExpressionRuntime, RuntimeConfig, load_config
 from clifer_edge.runtime.config import config_to_dict
@@ -132,6 +133,27 @@ def test_tracked_boxes_skip_detection(tmp_path, models, jaffe):
     (only,) = rt.process_frame(frame, person_id="KA", boxes=[FaceBox(256, 0, 256, 256), boxes[0]])
     assert only.box == FaceBox(256, 0, 256, 256)
     assert rt.process_frame(frame, boxes=[]) == []
+
+
+def test_crops_frame_faces_as_fer2013_does_for_the_detector(tmp_path, models, jaffe):
+    """The default margin is the detector's FER2013 framing; a configured one wins."""
+    from clifer_edge.faces.detector import FER2013_MARGIN
+    from clifer_edge.preprocessing import FaceBox
+
+    frame, box = jaffe.images[0], FaceBox(60, 60, 120, 120)
+
+    def scores(name: str, **faces: object) -> dict[str, float]:
+        rt = make_runtime(tmp_path / name, models, faces=faces)
+        (answer,) = rt.process_frame(frame, person_id="KA", boxes=[box])
+        assert rt.margin == faces.get("margin", FER2013_MARGIN[faces.get("detector", "yunet")])
+        return answer.scores
+
+    for detector in ("yunet", "haar"):
+        margin = FER2013_MARGIN[detector]
+        assert FaceDetector(detector).margin == margin
+        assert scores(detector, detector=detector) == scores(f"{detector}_set", margin=margin)
+    assert scores("default") != scores("haar_margin", margin=FER2013_MARGIN["haar"])
+    assert FER2013_MARGIN["yunet"] < FER2013_MARGIN["haar"]  # YuNet's box is the larger
 
 
 def test_anonymous_faces_are_answered_and_nothing_is_kept(tmp_path, models, subjects):

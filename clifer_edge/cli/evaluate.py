@@ -74,9 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detect-faces",
         action="store_true",
-        help="images are full frames: detect and crop the largest face (Haar cascade)",
+        help="images are full frames: detect and crop the largest face as the robot does "
+        "(the runtime config's faces section: by default YuNet, FER2013's framing)",
     )
-    parser.add_argument("--yunet-model", default=None, help="use YuNet (this .onnx) to detect")
+    parser.add_argument(
+        "--detector", choices=["haar", "yunet"], default=None, help="override faces.detector"
+    )
+    parser.add_argument("--yunet-model", default=None, help="override faces.yunet_model")
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="override faces.margin: crop border, fraction of the box side (default: the "
+        "detector's FER2013 framing, benchmarks/face_framing.py)",
+    )
     parser.add_argument(
         "--model-dir", default=None, help="exported encoder/generator (default: bundled)"
     )
@@ -88,8 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime-config",
         default=None,
-        help="robot runtime YAML whose imagination settings the clifer condition uses "
-        "(default: the shipped clifer_edge/config/default.yaml)",
+        help="robot runtime YAML whose imagination settings the clifer condition uses and whose "
+        "faces settings --detect-faces uses (default: the shipped "
+        "clifer_edge/config/default.yaml)",
     )
     parser.add_argument(
         "--latent-space",
@@ -178,14 +190,20 @@ class FeatureSpace:
         return (self.scale * self.calibration.class_means).astype(np.float32)
 
 
-def _imagination_settings(path: str | None) -> Any:
-    """The robot's imagination settings (its runtime YAML, or the shipped default)."""
-    return load_config(path).imagination
+def _face_detector(args: argparse.Namespace, faces: Any) -> FaceDetector:
+    """The robot's face detector (its runtime config's ``faces``), with the command's overrides."""
+    method = args.detector or ("yunet" if args.yunet_model else faces.detector)
+    return FaceDetector(
+        method,
+        model_path=(args.yunet_model or faces.yunet_model) if method == "yunet" else None,
+        min_size=faces.min_face_size,
+        margin=args.margin if args.margin is not None else faces.margin,
+    )
 
 
 def _describe_imagination(settings: Any) -> str:
     return (
-        f"chunk_prototypes={settings.chunk_prototypes}, "
+        f"method={settings.method}, chunk_prototypes={settings.chunk_prototypes}, "
         f"residual={settings.residual}, reimagine_distance={settings.reimagine_distance}"
     )
 
@@ -212,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         check_split_arguments(args)
-        imagination_settings = _imagination_settings(args.runtime_config)
+        robot = load_config(args.runtime_config)
+        imagination_settings = robot.imagination
         conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
         if "offsets" in conditions and args.latent_space != "calibrated":
             raise ValueError(
@@ -236,10 +255,7 @@ def run(args: argparse.Namespace) -> int:
         encoder, generator = files.load(args.threads)
         models = files.provenance()
         meta = encoder.metadata
-        detector = None
-        if args.detect_faces:
-            method = "yunet" if args.yunet_model else "haar"
-            detector = FaceDetector(method, model_path=args.yunet_model)
+        detector = _face_detector(args, robot.faces) if args.detect_faces else None
         prepared = prepare_faces(dataset, meta.image_size, meta.channels, detector, progress)
         if not prepared.valid.any():
             raise DatasetError(f"{dataset.source}: no face found in any image")
@@ -276,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             args, dataset, features, prepared.valid, conditions, config, imagination
         )
         static = _static(args, encoder, space, subjects, progress)
-        info = _meta(args, dataset, models, meta, prepared, leaks)
+        info = _meta(args, dataset, models, meta, prepared, leaks, imagination_settings)
         document = build_results(result, info, few_shot, static)
         document["seconds"] = round(time.perf_counter() - started, 1)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -395,6 +411,7 @@ def _meta(
     model_meta: Any,
     prepared: Any,
     leaks: bool,
+    imagination: Any,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "package_version": __version__,
@@ -417,9 +434,14 @@ def _meta(
         },
         "imagination": "after each class, the robot's ImaginationScheduler runs as in an idle "
         "period without time limit: the subject's episodic prototypes not imagined yet are "
-        "decoded by G under every expression of the model vocabulary not learned for real, "
-        "re-encoded by E and learned in chunks by the memory's imagined network, which yields "
-        f"to real faces ({_describe_imagination(_imagination_settings(args.runtime_config))})",
+        + (
+            "moved by the calibration's FER2013 class-mean offset to"
+            if imagination.method == "class_offsets"
+            else "decoded by G under and re-encoded by E for"
+        )
+        + " every expression of the model vocabulary not learned for real and learned in "
+        "chunks by the memory's imagined network, which yields to real faces "
+        f"({_describe_imagination(imagination)})",
         "split_rule": SPLIT_RULE,
         "split": {
             "test_fraction": round(args.test_fraction, 4),

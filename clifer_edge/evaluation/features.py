@@ -56,6 +56,7 @@ def prepare_faces(
         detection = {
             "method": detector.method,
             "model": detector.model_path,
+            "margin": detector.margin,
             "found": int(valid.sum()),
             "total": len(dataset),
         }

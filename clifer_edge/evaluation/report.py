@@ -271,8 +271,8 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
     if "face_detection" in document:
         fd = document["face_detection"]
         lines.append(
-            f"- face detection ({fd['method']}): one face kept in {fd['found']}/{fd['total']} "
-            "images; images without a face are left out"
+            f"- face detection ({fd['method']}, crop margin {fd.get('margin', 0.1):g}): one face "
+            f"kept in {fd['found']}/{fd['total']} images; images without a face are left out"
         )
     features = document.get("features", {})
     lines.append(f"- features: {features.get('description', features.get('kind'))}")

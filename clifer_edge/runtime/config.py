@@ -58,8 +58,9 @@ class FacesConfig:
     yunet_model: str | None = None
     #: Smallest face side in pixels that the detector reports.
     min_face_size: int = 40
-    #: Border added around a detected box before cropping, as a fraction of its side.
-    margin: float = 0.1
+    #: Border added around a detected box before cropping, as a fraction of its side; ``None``
+    #: = the detector's framing of FER2013 faces (``faces.detector.FER2013_MARGIN``).
+    margin: float | None = None
     #: Most faces handled per frame (largest first); the rest are ignored.
     max_faces: int = 5
     #: Video (node camera mode, ``clifer-edge run``): detect on every n-th frame only; tracked

@@ -188,6 +188,15 @@ class ExpressionRuntime:
 
     # -- set-up ------------------------------------------------------------------------------
     @property
+    def margin(self) -> float:
+        """Crop border around a face box: ``faces.margin``, else the configured detector's
+        framing of FER2013 faces (the encoder's training data)."""
+        from clifer_edge.faces.detector import FER2013_MARGIN
+
+        faces = self.config.faces
+        return faces.margin if faces.margin is not None else FER2013_MARGIN[faces.detector]
+
+    @property
     def detector(self) -> Any:
         """The face detector, built on first use (pre-cropped faces never need it)."""
         if self._detector is None:
@@ -198,6 +207,7 @@ class ExpressionRuntime:
                 "method": faces.detector,
                 "min_size": faces.min_face_size,
                 "max_faces": faces.max_faces,
+                "margin": self.margin,
             }
             if faces.detector == "yunet":
                 kwargs["model_path"] = faces.yunet_model
@@ -261,7 +271,7 @@ class ExpressionRuntime:
                 size=self.image_size,
                 channels=self.channels,
                 box=box,
-                margin=self.config.faces.margin,
+                margin=self.margin,
                 color_order=color_order,
             )
             for box in boxes
