@@ -429,7 +429,11 @@ def test_launch_file_brings_the_node_to_active(ros, driver, jaffe, tmp_path):
     launch_file = str(prefix / "share/clifer_edge/launch/clifer_edge.launch.py")
     arguments = {"camera_topic": "/launch_cam/image", "memory_dir": str(tmp_path / "mem")}
     script = (
-        "import sys\n"
+        # As from a terminal: a process started in the background by a non-interactive shell
+        # (e.g. a CI runner's job) inherits SIGINT ignored, and launch only listens to a SIGINT
+        # that Python handles.
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from launch import LaunchDescription, LaunchService\n"
         "from launch.actions import IncludeLaunchDescription\n"
         "from launch.launch_description_sources import PythonLaunchDescriptionSource\n"
