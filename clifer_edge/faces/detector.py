@@ -23,6 +23,11 @@ _METHODS = ("haar", "yunet")
 FER2013_MARGIN = {"haar": 0.10, "yunet": 0.02}
 
 
+def crop_margin(method: str, margin: float | None = None) -> float:
+    """The crop border for a detector's boxes: ``margin``, else its FER2013 framing."""
+    return FER2013_MARGIN[method] if margin is None else float(margin)
+
+
 class FaceDetectorError(ValueError):
     """The detector cannot be created (unknown method, missing or unreadable model file)."""
 
@@ -91,7 +96,7 @@ class FaceDetector:
         if margin is not None and not 0.0 <= margin <= 1.0:
             raise FaceDetectorError(f"margin={margin} should lie in [0, 1]")
         self.method = method
-        self.margin = FER2013_MARGIN[method] if margin is None else float(margin)
+        self.margin = crop_margin(method, margin)
         self.min_size = int(min_size)
         self.scale_factor = float(scale_factor)
         self.min_neighbors = int(min_neighbors)

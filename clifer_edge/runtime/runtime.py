@@ -191,10 +191,9 @@ class ExpressionRuntime:
     def margin(self) -> float:
         """Crop border around a face box: ``faces.margin``, else the configured detector's
         framing of FER2013 faces (the encoder's training data)."""
-        from clifer_edge.faces.detector import FER2013_MARGIN
+        from clifer_edge.faces.detector import crop_margin
 
-        faces = self.config.faces
-        return faces.margin if faces.margin is not None else FER2013_MARGIN[faces.detector]
+        return crop_margin(self.config.faces.detector, self.config.faces.margin)
 
     @property
     def detector(self) -> Any:
