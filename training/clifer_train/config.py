@@ -100,6 +100,12 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------
     @property
+    def frozen_expression_code(self) -> bool:
+        """Whether stage 2 keeps a stage-1 expression code fixed (the expression-offset targets
+        are its class means)."""
+        return self.pretrain_epochs > 0 and self.freeze_expression
+
+    @property
     def n_classes(self) -> int:
         """Length of the generator's one-hot expression condition."""
         return len(self.vocabulary)
@@ -238,8 +244,7 @@ class TrainConfig:
                 f"training config key 'mixed_precision'={self.mixed_precision!r} "
                 "should be 'auto', 'on' or 'off'"
             )
-        frozen_code = self.pretrain_epochs > 0 and self.freeze_expression
-        if self.w_expression_offset > 0 and not frozen_code:
+        if self.w_expression_offset > 0 and not self.frozen_expression_code:
             raise ValueError(
                 "training config: w_expression_offset > 0 needs a frozen stage-1 expression code "
                 "(pretrain_epochs > 0 and freeze_expression: true)"

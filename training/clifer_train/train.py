@@ -213,7 +213,7 @@ def _run(
     if found is not None:
         first_epoch = checkpoint.restore(found, holders)
         log.info("resumed from %s (%d epochs done)", found, first_epoch)
-    if cfg.pretrain_epochs > 0 and cfg.freeze_expression:  # the loss's targets, and its figure
+    if cfg.frozen_expression_code:  # the expression-offset targets, and its validation figure
         caae.set_expression_means(expression_means(models["encoder"], train_faces, cfg))
     last_epoch = min(cfg.epochs, stop_after) if stop_after is not None else cfg.epochs
     recorder = RunRecorder(
