@@ -7,11 +7,13 @@ HRIListener: the tracked list first, then each face's topics). Real JAFFE photos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,32 +296,40 @@ def test_a_late_joining_node_learns_the_current_persons(ros, driver, jaffe, tmp_
             driver.node.destroy_publisher(pub)
 
 
-def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path):
-    """TypeError, MemoryError and OSError (disk full) inside the runtime: the image fails, is
-    counted per class and logged; the node answers the next image."""
+@contextlib.contextmanager
+def _inprocess_node(name: str, tmp_path: Path, **params: Any) -> Iterator[Any]:
+    """An unconfigured ExpressionNode in this process, in its own ROS context (torn down after)."""
     import rclpy
     from rclpy.context import Context
     from rclpy.parameter import Parameter
 
     from clifer_edge.ros.node import ExpressionNode
 
-    runtime = tmp_path / "runtime.yaml"
-    runtime.write_text("imagination:\n  idle_timeout_s: 600\n")
     context = Context()
     rclpy.init(context=context)
+    overrides = {"autostart": False, "memory_dir": str(tmp_path / "memories"), **params}
     node = ExpressionNode(
         context=context,
         # Not the launch file's node name: a vanished node's services may linger in discovery.
-        cli_args=["--ros-args", "-r", "__node:=clifer_inprocess"],
-        parameter_overrides=[
-            Parameter("autostart", value=False),
-            Parameter("memory_dir", value=str(tmp_path / "memories")),
-            Parameter("runtime_config", value=str(runtime)),
-        ],
+        cli_args=["--ros-args", "-r", f"__node:={name}"],
+        parameter_overrides=[Parameter(key, value=value) for key, value in overrides.items()],
     )
     try:
-        from rclpy.lifecycle import TransitionCallbackReturn
+        yield node
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
+
+def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path):
+    """TypeError, MemoryError and OSError (disk full) inside the runtime: the image fails, is
+    counted per class and logged; the node answers the next image."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    runtime = tmp_path / "runtime.yaml"
+    runtime.write_text("imagination:\n  idle_timeout_s: 600\n")
+    with _inprocess_node("clifer_inprocess", tmp_path, runtime_config=str(runtime)) as node:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         process_frame = node._runtime.process_frame
@@ -339,18 +349,11 @@ def test_handle_survives_unexpected_errors_and_counts_them(ros, jaffe, tmp_path)
         node._on_camera_image(msg)
         assert node._stats.bad == {"TypeError": 1, "MemoryError": 1, "OSError": 1}
         assert node._stats.processed == 1
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
 
 def test_an_unexpected_configure_error_is_logged_not_swallowed(ros, tmp_path, capfd, monkeypatch):
     """rclpy's lifecycle turns an exception in on_configure into a silent failed transition."""
-    import rclpy
-    from rclpy.context import Context
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
 
     from clifer_edge.ros.node import ExpressionNode
 
@@ -358,22 +361,9 @@ def test_an_unexpected_configure_error_is_logged_not_swallowed(ros, tmp_path, ca
         raise KeyError("a bug, not a configuration problem")
 
     monkeypatch.setattr(ExpressionNode, "_load_runtime", broken)
-    context = Context()
-    rclpy.init(context=context)
-    node = ExpressionNode(
-        context=context,
-        cli_args=["--ros-args", "-r", "__node:=clifer_broken"],
-        parameter_overrides=[
-            Parameter("autostart", value=False),
-            Parameter("memory_dir", value=str(tmp_path / "memories")),
-        ],
-    )
-    try:
+    with _inprocess_node("clifer_broken", tmp_path) as node:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert node._configured == []  # nothing half-made left behind
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
     log = capfd.readouterr().err
     assert "configure failed" in log and "KeyError: 'a bug, not a configuration problem'" in log
 
