@@ -192,12 +192,10 @@ class FeatureSpace:
 
 def _face_detector(args: argparse.Namespace, faces: Any) -> FaceDetector:
     """The robot's face detector (its runtime config's ``faces``), with the command's overrides."""
-    method = args.detector or ("yunet" if args.yunet_model else faces.detector)
-    return FaceDetector(
-        method,
-        model_path=(args.yunet_model or faces.yunet_model) if method == "yunet" else None,
-        min_size=faces.min_face_size,
-        margin=args.margin if args.margin is not None else faces.margin,
+    return faces.build_detector(
+        method=args.detector or ("yunet" if args.yunet_model else None),
+        model_path=args.yunet_model,
+        margin=args.margin,
     )
 
 
@@ -353,8 +351,10 @@ def _few_shot(
             f"{args.few_shot_min_classes} of them), {new_class} is taught from k of "
             "its training faces in one episode; new-class accuracy = share of its held-out "
             "faces recognised as it; retention = F1 on the old classes' held-out faces before "
-            "and after teaching. Split as above (frame split allowed for the new class unless "
-            "--frame-split never)."
+            "and after teaching; all F1 after = F1 over the old classes and the new one on all "
+            "those faces (a memory can recognise the new class by relabelling old knowledge: "
+            "recall up, retention down). Split as above (frame split allowed for the new class "
+            "unless --frame-split never)."
         ),
         "shots": [int(k) for k in args.shots.split(",")],
         "results": results,

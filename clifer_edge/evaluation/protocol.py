@@ -433,8 +433,10 @@ def run_few_shot(
 ) -> list[dict[str, Any]]:
     """After the subject's basic classes, teach ``new_class`` from k faces, for each k.
 
-    Reports, per k and memory, the accuracy on the new class's held-out faces (recall) and the
-    F1 on the old classes before and after (retention).
+    Reports, per k and memory, the accuracy on the new class's held-out faces (recall), the F1 on
+    the old classes before and after (retention), and the F1 over old and new classes together
+    after (a memory that recognises the new class by relabelling old knowledge gains recall and
+    loses retention; this figure weighs both).
     """
     order = class_order(data.split.classes)
     _, base = run_subject(condition, data, order, config, imagination)
@@ -450,11 +452,15 @@ def run_few_shot(
         after = learner.predict(data.X_test)
         new_pred = learner.predict(new_X_test)
         entry: dict[str, Any] = {"k": int(k), "memories": {}}
+        y_all = np.concatenate([data.y_test, np.full(len(new_X_test), new_class)])
         for memory in after:
             entry["memories"][memory] = {
                 "new_class_accuracy": float(np.mean(np.asarray(new_pred[memory]) == new_class)),
                 "old_f1_before": macro_f1(data.y_test, before[memory], data.split.classes),
                 "old_f1_after": macro_f1(data.y_test, after[memory], data.split.classes),
+                "all_f1_after": macro_f1(
+                    y_all, [*after[memory], *new_pred[memory]], [*data.split.classes, new_class]
+                ),
             }
         results.append(entry)
     return results

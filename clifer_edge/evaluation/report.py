@@ -65,7 +65,7 @@ def curves(result: ProtocolResult, order: str = "default") -> dict[str, Any]:
 
 
 def summarise_few_shot(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean (95% CI) across subjects of new-class accuracy and old-class F1, per k."""
+    """Mean (95% CI) across subjects of new-class accuracy and of the F1s, per k."""
     groups: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     for entry in entries:
         for shot in entry["shots"]:
@@ -74,7 +74,7 @@ def summarise_few_shot(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     rows = []
     for (condition, memory, k), values in groups.items():
         row: dict[str, Any] = {"condition": condition, "memory": memory, "k": k}
-        for key in ("new_class_accuracy", "old_f1_before", "old_f1_after"):
+        for key in ("new_class_accuracy", "old_f1_before", "old_f1_after", "all_f1_after"):
             mean, ci = mean_ci95([v[key] for v in values])
             row[f"{key}_mean"], row[f"{key}_ci95"] = mean, ci
         row["n_subjects"] = len(values)
@@ -336,7 +336,16 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         fs = document["few_shot"]
         lines += ["## Few-shot new class", "", fs["description"], ""]
         lines += _md_table(
-            ["condition", "memory", "k", "new-class acc.", "old F1 before", "old F1 after", "n"],
+            [
+                "condition",
+                "memory",
+                "k",
+                "new-class acc.",
+                "old F1 before",
+                "old F1 after",
+                "all F1 after",
+                "n",
+            ],
             [
                 [
                     r["condition"],
@@ -345,6 +354,7 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
                     mean_ci_text(r["new_class_accuracy_mean"], r["new_class_accuracy_ci95"]),
                     _fmt(r["old_f1_before_mean"]),
                     _fmt(r["old_f1_after_mean"]),
+                    _fmt(r["all_f1_after_mean"]),
                     r["n_subjects"],
                 ]
                 for r in fs["summary"]
