@@ -116,6 +116,20 @@ def test_bundled_yunet_finds_one_face_in_jaffe_slice(jaffe):
     assert _one_face_rate(FaceDetector("yunet"), jaffe.images[::8]) == 1.0
 
 
+def test_runtime_config_builds_the_robots_detector_with_overrides():
+    from clifer_edge.faces.detector import FER2013_MARGIN
+    from clifer_edge.runtime.config import FacesConfig
+
+    faces = FacesConfig(max_faces=2)
+    robot = faces.build_detector()
+    assert (robot.method, robot.margin, robot.max_faces) == ("yunet", FER2013_MARGIN["yunet"], 2)
+    haar = faces.build_detector(method="haar")
+    assert (haar.method, haar.margin) == ("haar", FER2013_MARGIN["haar"])
+    assert faces.build_detector(method="haar", margin=0.3).margin == 0.3
+    with pytest.raises(FaceDetectorError, match="margin"):
+        faces.build_detector(margin=2.0)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0

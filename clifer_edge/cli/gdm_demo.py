@@ -3,12 +3,13 @@
 The memory alone, without the Imagination model: faces are represented by a fixed, documented
 feature, PCA of 48x48 grey pixels fitted on FER2013 Training (different people from CK+ and
 JAFFE), each vector scaled to a fixed norm (``clifer-edge eval`` runs the same protocol on the
-encoder's latents). JAFFE photos are full frames, so the face is detected (Haar cascade) and
-cropped first. For every subject with at least ``--min-classes`` classes the Growing Dual Memory
-learns the classes in CLIFER's order (neutral, happiness, surprise, anger, fear, sadness,
-disgust, others) in episodes of 5, then episodic and semantic F1 are measured on that subject's
-held-out faces (Experiment 1: seen classes; final step = all classes). The table gives the mean
-and 95% confidence interval across subjects.
+encoder's latents). JAFFE photos are full frames, so the face is detected and cropped first, as
+the robot does (the shipped runtime config's detector and framing). For every subject with at
+least ``--min-classes`` classes the Growing Dual Memory learns the classes in CLIFER's order
+(neutral, happiness, surprise, anger, fear, sadness, disgust, others) in episodes of 5, then
+episodic and semantic F1 are measured on that subject's held-out faces (Experiment 1: seen
+classes; final step = all classes). The table gives the mean and 95% confidence interval
+across subjects.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from clifer_edge.evaluation.features import PixelPCA, prepare_faces
 from clifer_edge.evaluation.protocol import ProtocolConfig, run_protocol, summarise
 from clifer_edge.evaluation.report import json_safe, summary_table
 from clifer_edge.evaluation.split import SPLIT_RULE
-from clifer_edge.faces import FaceDetector
 from clifer_edge.preprocessing import InvalidImageError
+from clifer_edge.runtime.config import load_config
 
 DEFAULT_DATA = ("ckplus48.npz", "jaffe.npz")
 #: Data sets of full-frame photos (the face must be detected); others are face crops.
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         for name in args.data:
             dataset = load_npz(name)
             short = Path(dataset.source).stem
-            detector = FaceDetector() if short in FULL_FRAME else None
+            detector = load_config().faces.build_detector() if short in FULL_FRAME else None
             prepared = prepare_faces(dataset, detector=detector, progress=not args.no_progress)
             if prepared.detection:
                 d = prepared.detection

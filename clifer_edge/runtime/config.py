@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
+    from clifer_edge.faces import FaceDetector
     from clifer_edge.models.files import ModelFiles
 
 #: The documented default configuration shipped with the package.
@@ -71,6 +72,27 @@ class FacesConfig:
     #: Video: a face missed by detection and not re-detected for this many seconds has left
     #: (its id is not reused); so have all faces when no frame arrives for this long.
     lost_after_s: float = 0.5
+
+    def build_detector(self, **overrides: Any) -> FaceDetector:
+        """The face detector these settings describe, the one place that turns them into one.
+
+        ``overrides`` are :class:`~clifer_edge.faces.FaceDetector` arguments (``method``,
+        ``model_path``, ``margin``, ...); None keeps the setting. Commands that must crop as the
+        robot does (``clifer-edge eval --detect-faces``, the export parity report) build it here.
+        """
+        from clifer_edge.faces import FaceDetector  # OpenCV loads on use
+
+        kwargs: dict[str, Any] = {
+            "method": self.detector,
+            "model_path": self.yunet_model,
+            "min_size": self.min_face_size,
+            "max_faces": self.max_faces,
+            "margin": self.margin,
+        }
+        kwargs.update({key: value for key, value in overrides.items() if value is not None})
+        if kwargs["method"] != "yunet":
+            kwargs["model_path"] = None
+        return FaceDetector(**kwargs)
 
 
 @dataclass(frozen=True)

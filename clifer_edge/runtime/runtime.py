@@ -199,18 +199,7 @@ class ExpressionRuntime:
     def detector(self) -> Any:
         """The face detector, built on first use (pre-cropped faces never need it)."""
         if self._detector is None:
-            from clifer_edge.faces import FaceDetector
-
-            faces = self.config.faces
-            kwargs: dict[str, Any] = {
-                "method": faces.detector,
-                "min_size": faces.min_face_size,
-                "max_faces": faces.max_faces,
-                "margin": self.margin,
-            }
-            if faces.detector == "yunet":
-                kwargs["model_path"] = faces.yunet_model
-            self._detector = FaceDetector(**kwargs)
+            self._detector = self.config.faces.build_detector()
         return self._detector
 
     def tracker(self, clock: Callable[[], float] = time.monotonic) -> Any:
