@@ -221,6 +221,25 @@ class LatentCalibration:
         return calibration
 
 
+def calibration_rows(
+    dataset: Any, vocabulary: list[str], per_class: int = 300, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The class-balanced calibration sample: up to ``per_class`` FER2013 Training faces of each
+    class of ``vocabulary`` and a third as many PublicTest faces, as sorted row indices.
+
+    One draw for everything that standardises latents (``clifer-edge calibrate``, the export
+    parity report), so that they all standardise on the same faces.
+    """
+    rng = np.random.default_rng(seed)
+    splits = dataset.splits if dataset.splits is not None else np.full(len(dataset), "Training")
+    chosen: dict[str, list[int]] = {"Training": [], "PublicTest": []}
+    for label in vocabulary:
+        for split, count in (("Training", per_class), ("PublicTest", max(per_class // 3, 1))):
+            rows = np.flatnonzero((dataset.labels == label) & (splits == split))
+            chosen[split] += rng.choice(rows, size=min(count, len(rows)), replace=False).tolist()
+    return tuple(np.sort(np.asarray(chosen[s], dtype=np.int64)) for s in chosen)
+
+
 def build_calibration(
     encoder: Any,
     encoder_path: str | os.PathLike[str],
@@ -251,19 +270,9 @@ def build_calibration(
     from clifer_edge.datasets import load_npz
 
     dataset = load_npz(data)
-    rng = np.random.default_rng(seed)
     vocabulary = [str(name) for name in encoder.metadata.vocabulary]
     splits = dataset.splits if dataset.splits is not None else np.full(len(dataset), "Training")
-    train_rows: list[int] = []
-    test_rows: list[int] = []
-    for label in vocabulary:
-        for split, count, rows_out in (
-            ("Training", per_class, train_rows),
-            ("PublicTest", max(per_class // 3, 1), test_rows),
-        ):
-            rows = np.flatnonzero((dataset.labels == label) & (splits == split))
-            rows_out.extend(rng.choice(rows, size=min(count, len(rows)), replace=False).tolist())
-    train = np.sort(np.asarray(train_rows, dtype=np.int64))
+    train, balanced_test = calibration_rows(dataset, vocabulary, per_class, seed)
     latents = _encode_all(encoder, dataset.images[train], "calibrate: encode FER2013", progress)
     info = {
         "encoder_sha256": sha256_file(encoder_path),
@@ -307,8 +316,8 @@ def build_calibration(
                 **{f"publictest_head_{k}": v for k, v in with_head.items()},
             }
         )
-    elif test_rows:
-        test = np.sort(np.asarray(test_rows, dtype=np.int64))
+    elif balanced_test.size:
+        test = balanced_test
         points = calibration.to_memory(
             _encode_all(encoder, dataset.images[test], "calibrate: test", progress)
         )

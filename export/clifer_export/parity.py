@@ -31,6 +31,7 @@ from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.evaluation.features import PreparedFaces, prepare_faces
 from clifer_edge.evaluation.protocol import ProtocolConfig, prepare_subjects, run_protocol
 from clifer_edge.models import VARIANTS, ModelFiles
+from clifer_edge.models.calibration import LatentCalibration, calibration_rows
 from clifer_edge.models.litert import TFLiteModel
 from clifer_edge.preprocessing import preprocess_faces
 
@@ -159,6 +160,26 @@ def repeated_gdm_f1(
     }
 
 
+def _encode_both(run: Any, encoder: TFLiteModel, faces: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Latents of the Keras (float) encoder and of the int8 one for the same faces."""
+    float_z = np.asarray(run.encoder.predict(faces, batch_size=128, verbose=0), np.float32)
+    int8_z = np.concatenate([encoder.run([faces[i : i + 64]])[0] for i in range(0, len(faces), 64)])
+    return float_z, int8_z
+
+
+def _memory_spaces(
+    run: Any, encoder: TFLiteModel, data_dir: Path, seed: int
+) -> tuple[LatentCalibration, LatentCalibration]:
+    """Where the robot's memories learn: latents standardised on FER2013 (``clifer-edge
+    calibrate``'s sample), fitted once for the float and once for the int8 encoder."""
+    fer = load_npz(data_dir / "fer2013.npz")
+    rows, _ = calibration_rows(fer, list(run.vocabulary), seed=seed)
+    faces = preprocess_faces(fer.images[rows], run.image_size, run.channels)
+    float_z, int8_z = _encode_both(run, encoder, faces)
+    labels = fer.labels[rows]
+    return LatentCalibration.fit(float_z, labels), LatentCalibration.fit(int8_z, labels)
+
+
 def downstream_parity(
     run: Any,
     model_dir: str | os.PathLike[str],
@@ -168,10 +189,13 @@ def downstream_parity(
 ) -> dict[str, Any]:
     """GDM F1 per subject on CK+ and JAFFE with Keras vs int8 encoder latents.
 
-    Both runs use the same held-out draws and GDM seeds, so the difference is the encoder's.
+    Both runs use the same held-out draws and GDM seeds, so the difference is the encoder's. The
+    memories learn on standardised latents, as on the robot, each encoder's own standardisation
+    fitted on the same FER2013 faces; JAFFE is cropped as the robot crops it.
     """
     encoder = TFLiteModel(ModelFiles.locate(model_dir, "int8").encoder)
     data_dir = Path(data_dir)
+    float_space, int8_space = _memory_spaces(run, encoder, data_dir, seed)
     sets: dict[str, tuple[FaceDataset, PreparedFaces, str]] = {}
     ck = load_npz(data_dir / "ckplus48.npz")
     ck_faces = prepare_faces(ck, run.image_size, run.channels, progress=False)
@@ -179,9 +203,10 @@ def downstream_parity(
     report: dict[str, Any] = {}
     jaffe = load_npz(data_dir / "jaffe.npz")
     try:
-        from clifer_edge.faces import FaceDetector
+        from clifer_edge.runtime.config import load_config
 
-        detector = FaceDetector(method="haar")
+        # Cropped as the robot crops them: the shipped runtime config's detector and framing.
+        detector = load_config().faces.build_detector()
     except ImportError as error:
         # The face detector belongs to the robot side; without it JAFFE's full photos cannot
         # be cropped, and the report says so instead of silently leaving JAFFE out.
@@ -189,14 +214,14 @@ def downstream_parity(
     else:
         prepared = prepare_faces(jaffe, run.image_size, run.channels, detector, progress=False)
         found = int(prepared.valid.sum())
-        note = f"Haar detection on full photos: {found} of {len(jaffe)} faces found"
+        note = (
+            f"{detector.method} detection on full photos (crop margin {detector.margin:.2f}): "
+            f"{found} of {len(jaffe)} faces found"
+        )
         sets["JAFFE"] = (jaffe, prepared, note)
     for name, (dataset, prepared, faces_note) in sets.items():
-        faces = prepared.faces
-        float_z = np.asarray(run.encoder.predict(faces, batch_size=128, verbose=0), np.float32)
-        int8_z = np.concatenate(
-            [encoder.run([faces[i : i + 64]])[0] for i in range(0, len(faces), 64)]
-        )
+        float_z, int8_z = _encode_both(run, encoder, prepared.faces)
+        float_z, int8_z = float_space.to_memory(float_z), int8_space.to_memory(int8_z)
         seeds = list(range(seed, seed + gdm_seeds))
         float_f1 = repeated_gdm_f1(float_z, dataset, seeds, prepared.valid)
         int8_f1 = repeated_gdm_f1(int8_z, dataset, seeds, prepared.valid)
