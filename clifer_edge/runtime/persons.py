@@ -65,7 +65,7 @@ _FACES_FOLDER = "faces"
 #: Real labelled latents remembered per person (where imagination may start from).
 MAX_REAL_LATENTS = 1024
 #: PersonState arrays kept in the record file: (k, z_dim) latents, and the (z_dim,) centroid.
-_RECORD_ARRAYS = ("real_latents", "imagined_sources", "imagined_latents", "identity")
+_RECORD_ARRAYS = ("real_latents", "imagined_sources", "identity")
 _RECORD_COUNTS = ("n_episodes", "n_faces_learned", "n_imagined", "imagined_through")
 #: Exceptions that mean "this file cannot be used" while loading it (MemoryFileError is a
 #: ValueError; MemoryError: a header claiming a huge array that slipped past the size checks).
@@ -151,9 +151,9 @@ class PersonState:
     shown_labels: set[str] = field(default_factory=set)
     #: The newest latents of real labelled faces, shape (k, d) (where imagination may start).
     real_latents: np.ndarray | None = None
-    #: Episodic prototypes already imagined and the latents imagined from them, shape (k, d).
+    #: Episodic prototypes already imagined from, shape (k, d) (not imagined again unless they
+    #: move further than ``imagination.reimagine_distance``).
     imagined_sources: np.ndarray | None = None
-    imagined_latents: np.ndarray | None = None
     #: Labelled latents waiting for the end of the running episode.
     pending_latents: list[np.ndarray] = field(default_factory=list)
     pending_labels: list[str] = field(default_factory=list)
