@@ -32,13 +32,16 @@ def _check_summary(document: dict, conditions: list[str], n_subjects: int) -> No
         assert 0.0 <= row["f1_mean"] <= 1.0 and 0.0 <= row["f1_steps_mean"] <= 1.0
         assert row["f1_ci95"] is None or row["f1_ci95"] >= 0.0
         assert row["n_subjects"] == n_subjects
-        unseen = row["unseen_acc_steps_mean"]
+        unseen, answered = row["unseen_acc_steps_mean"], row["unseen_answered_steps_mean"]
         if row["experiment"] == 1:
             assert unseen is None and row["unseen_acc_fallback_steps_mean"] is None
+            assert answered is None
         elif row["condition"] in ("mlp", "gdm", "replay"):
-            assert unseen == 0.0  # a learner of real classes only cannot name an unseen one
+            # a learner of real classes only cannot name an unseen one
+            assert unseen == 0.0 and answered == 0.0
         else:
-            assert 0.0 <= unseen <= 1.0
+            # a face is recognised as its unseen class only where imagination answered
+            assert 0.0 <= unseen <= answered <= 1.0
 
 
 def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
@@ -83,6 +86,7 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
     assert math.isnan(clifer[0]["steps"][-1]["unseen_acc"]["episodic"] or math.nan)  # none left
     report = (out / "report.md").read_text()
     assert "unseen acc. over steps (fallback)" in report
+    assert "unseen answered by imagination" in report
     assert "## Split rule" in report and "| clifer | 2 | semantic |" in report
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

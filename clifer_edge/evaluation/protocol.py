@@ -365,19 +365,34 @@ def unseen_accuracy(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[st
     return float(np.mean(np.asarray(y_pred, dtype=str)[unseen] == truth[unseen]))
 
 
+def unseen_answered(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[str]) -> float:
+    """Share of the faces of classes not in ``seen`` that are named with a class not in ``seen``
+    (NaN if there are none): where imagined knowledge answered, rightly or not. With
+    :func:`unseen_accuracy` it splits imagination's recognition into how often imagined nodes
+    answer and how often they are then right."""
+    truth = np.asarray(y_true, dtype=str)
+    unseen = ~np.isin(truth, list(seen))
+    if not unseen.any():
+        return math.nan
+    return float(np.mean(~np.isin(np.asarray(y_pred, dtype=str)[unseen], list(seen))))
+
+
 def _evaluate(learner: Any, data: SubjectData, seen: Sequence[str]) -> dict[str, Any]:
-    """F1 of every memory for Experiment 1 (seen classes) and 2 (all classes), and the
-    accuracy on the classes not learned yet (``unseen``)."""
+    """F1 of every memory for Experiment 1 (seen classes) and 2 (all classes), and on the
+    classes not learned yet the accuracy (``unseen_acc``) and the share answered by imagined
+    knowledge (``unseen_answered``)."""
     predictions = learner.predict(data.X_test)
     is_seen = np.isin(data.y_test, list(seen))
     f1: dict[str, dict[str, float]] = {"1": {}, "2": {}}
     unseen: dict[str, float] = {}
+    answered: dict[str, float] = {}
     for memory, predicted in predictions.items():
         predicted = np.asarray(predicted, dtype=str)
         f1["1"][memory] = macro_f1(data.y_test[is_seen], predicted[is_seen], seen)
         f1["2"][memory] = macro_f1(data.y_test, predicted, data.split.classes)
         unseen[memory] = unseen_accuracy(data.y_test, predicted, seen)
-    return {"f1": f1, "unseen_acc": unseen}
+        answered[memory] = unseen_answered(data.y_test, predicted, seen)
+    return {"f1": f1, "unseen_acc": unseen, "unseen_answered": answered}
 
 
 def _class_rows(data: SubjectData, label: str, rng: np.random.Generator) -> np.ndarray:
@@ -560,7 +575,9 @@ def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, 
     Experiment 2 rows also hold ``unseen_acc_steps_mean``: the accuracy on held-out faces of the
     classes not learned yet, averaged over the steps that have such faces (across-subject mean
     per step, then the mean of those), and ``unseen_acc_fallback_steps_mean``, the fallback's on
-    the same faces (NaN without a fallback). Experiment 1 tests seen classes only: NaN there.
+    the same faces (NaN without a fallback), and ``unseen_answered_steps_mean``, the share of
+    those faces that imagined knowledge answered. Experiment 1 tests seen classes only: NaN
+    there.
     """
     rows = []
     for condition in result.conditions:
@@ -570,10 +587,11 @@ def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, 
                 final = [r["steps"][-1]["f1"][str(experiment)][memory] for r in runs]
                 curve = step_means(runs, experiment, memory)
                 mean, ci = mean_ci95(final)
-                unseen = fallback = math.nan
+                unseen = fallback = answered = math.nan
                 if experiment == 2:
                     unseen = _nanmean(unseen_step_means(runs, memory))
                     fallback = _nanmean(unseen_step_means(runs, None))
+                    answered = _nanmean(unseen_step_means(runs, memory, "unseen_answered"))
                 rows.append(
                     {
                         "condition": condition,
@@ -584,6 +602,7 @@ def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, 
                         "f1_steps_mean": _nanmean(curve),
                         "unseen_acc_steps_mean": unseen,
                         "unseen_acc_fallback_steps_mean": fallback,
+                        "unseen_answered_steps_mean": answered,
                         "n_subjects": len(runs),
                     }
                 )
@@ -595,11 +614,14 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def unseen_step_means(runs: Sequence[dict[str, Any]], memory: str | None) -> list[float]:
+def unseen_step_means(
+    runs: Sequence[dict[str, Any]], memory: str | None, key: str = "unseen_acc"
+) -> list[float]:
     """Across-subject mean accuracy on not-yet-learned classes after 1, 2, ... classes.
 
-    ``memory`` None gives the fallback's (``unseen_acc_fallback``). Steps without unseen faces
-    (the last one) are NaN.
+    ``memory`` None gives the fallback's (``unseen_acc_fallback``); ``key="unseen_answered"``
+    the share answered by imagined knowledge instead. Steps without unseen faces (the last
+    one) are NaN.
     """
     longest = max((len(r["steps"]) for r in runs), default=0)
     means = []
@@ -608,7 +630,7 @@ def unseen_step_means(runs: Sequence[dict[str, Any]], memory: str | None) -> lis
         if memory is None:
             values = [s.get("unseen_acc_fallback", math.nan) for s in steps]
         else:
-            values = [s["unseen_acc"][memory] for s in steps]
+            values = [s[key][memory] for s in steps]
         means.append(_nanmean(values))
     return means
 

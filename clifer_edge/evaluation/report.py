@@ -34,6 +34,7 @@ SUMMARY_KEYS = (
     "f1_steps_mean",
     "unseen_acc_steps_mean",
     "unseen_acc_fallback_steps_mean",
+    "unseen_answered_steps_mean",
     "n_subjects",
 )
 
@@ -144,6 +145,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
             f"final F1 (mean ± 95% CI, n ≥ {MIN_CI_VALUES})",
             "F1 over steps",
             "unseen acc. over steps (fallback)",
+            "unseen answered by imagination",
             "n",
         ],
         [
@@ -154,6 +156,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:
                 mean_ci_text(r["f1_mean"], r["f1_ci95"]),
                 _fmt(r["f1_steps_mean"]),
                 _unseen_cell(r),
+                _fmt(r.get("unseen_answered_steps_mean")),
                 r["n_subjects"],
             ]
             for r in summary
