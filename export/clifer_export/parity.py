@@ -378,7 +378,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 )
         lines.append(
             "Per-subject GDM protocol of `clifer-edge eval` (one memory per subject, classes "
-            "learned one by one in episodes of 5, neutral first; whole sequences held out), final "
+            "learned one by one in episodes of 5, neutral first; whole sequences held out) on "
+            "standardised latents as on the robot (each encoder's own standardisation, fitted on "
+            "the same FER2013 faces as `clifer-edge calibrate`'s), final "
             "macro F1 in points, mean over subjects and "
             f"{len(report['gdm']['CK+']['seeds'])} held-out draws; target: at "
             f"most {report['f1_tolerance_points']:g} point lost."
