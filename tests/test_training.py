@@ -321,6 +321,34 @@ def test_resume_gives_the_same_next_loss(two_epoch_run, fer_small: Path, tmp_pat
         assert resumed[1][key] == pytest.approx(full[1][key], rel=1e-5, abs=1e-6), key
 
 
+def test_init_from_starts_a_generator_reading_the_expression_code_as_the_source(
+    two_epoch_run, fer_small: Path, tmp_path: Path
+) -> None:
+    source, _ = two_epoch_run
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "generator_reads_expression": True})
+    models = build_all(cfg)
+    from clifer_train.train import warm_start
+
+    assert warm_start(models, source) == ["generator/expression_code_dense"]
+    # The new path starts at zero: G draws exactly what the source run's G draws.
+    before = keras.models.load_model(source / "generator.keras")
+    z = np.random.default_rng(0).uniform(-1, 1, (3, 16)).astype(np.float32)
+    hot = np.eye(7, dtype=np.float32)[[0, 3, 6]]
+    np.testing.assert_allclose(
+        models["generator"].predict({"z": z, "expression": hot}, verbose=0),
+        before.predict({"z": z, "expression": hot}, verbose=0),
+        atol=1e-6,
+    )
+    # A training run from it skips stage 1 and learns the new path.
+    out = tmp_path / "warm"
+    history = train(cfg, fer_small, out, init_from=source, progress=False)
+    assert [row["epoch"] for row in history] == [1] and not (out / "pretrain").exists()
+    generator = keras.models.load_model(out / "generator.keras")
+    assert np.abs(generator.get_layer("expression_code_dense").get_weights()[0]).max() > 0
+    with pytest.raises(ValueError, match="stage-2 checkpoint"):
+        warm_start(build_all(cfg), tmp_path)
+
+
 def test_mixed_precision_run_saves_float32_models(fer_small: Path, tmp_path: Path) -> None:
     """The GPU code path (loss-scaled float16), forced on the CPU for one short epoch."""
     cfg = TrainConfig(**{**TINY, "epochs": 1, "max_train_samples": 64, "mixed_precision": "on"})

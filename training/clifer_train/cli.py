@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-after", type=int, help="stop after this many epochs (continue with --resume)"
     )
     parser.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start stage 2 from another run's latest checkpoint: layers with the same name and "
+        "shapes take its weights (stage 1 is skipped), new layers keep their initialisation",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for TensorFlow (default: all)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             resume=args.resume,
             stop_after=args.stop_after,
+            init_from=args.init_from,
             progress=not args.no_progress,
         )
     except (ValueError, DatasetError) as error:

@@ -44,7 +44,7 @@ class TrainConfig:
     vocabulary: list[str] = field(default_factory=lambda: list(BASIC_EXPRESSIONS))
     # --- model sizes -----------------------------------------------------------------------
     z_dim: int = 64
-    z_expression_dim: int = 32  # first values of z: the expression code (the generator skips it)
+    z_expression_dim: int = 32  # first values of z: the expression code (G skips it by default)
     encoder_filters: list[int] = field(default_factory=lambda: [32, 64, 128])
     encoder_dense: int = 0  # hidden dense units before the expression code (0: none)
     encoder_dropout: float = 0.3  # before the expression code, against FER2013 over-fitting
@@ -55,6 +55,9 @@ class TrainConfig:
     classifier_units: list[int] = field(default_factory=lambda: [])  # [] = linear on the code
     kernel_size: int = 5
     generator_upsampling: str = "nonoverlapping"  # 2x2/2 transposed + 3x3 conv | transpose
+    # G also reads the source face's expression code (through its own zero-initialised dense
+    # layer, so a run started from one without it starts as that run's G)
+    generator_reads_expression: bool = False
     # --- loss weights ----------------------------------------------------------------------
     w_reconstruction: float = 1.0
     w_tv: float = 0.05

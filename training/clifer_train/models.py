@@ -6,11 +6,14 @@
   expressions by, and (b) the *identity code* ``z[:, z_expression_dim:]``, tapped from an
   earlier block (``identity_block``; finer detail), trained in the CAAE (stage 2) so that the
   generator can redraw the face.
-- Generator G: (``z``, expression one-hot) -> face in [-1, 1]. G reads only the identity code: the
-  expression it draws must come from the asked label, never from the input face's expression
-  code (otherwise G learns to ignore the label). Upsampling is a 2x2 stride-2 transposed
-  convolution (no overlap, hence no checkerboard artefacts; a resize layer would not convert to
-  int8 TFLite with a free batch size) + a 3x3 convolution, or the original 5x5 strided ones.
+- Generator G: (``z``, expression one-hot) -> face in [-1, 1]. By default G reads only the
+  identity code: the expression it draws must come from the asked label, never from the input
+  face's expression code (otherwise G may learn to ignore the label).
+  ``generator_reads_expression`` adds the expression code through its own layer, for losses
+  that ask for a change relative to the source expression (``w_expression_offset``).
+  Upsampling is a 2x2 stride-2 transposed convolution (no overlap, hence no checkerboard
+  artefacts; a resize layer would not convert to int8 TFLite with a free batch size) + a 3x3
+  convolution, or the original 5x5 strided ones.
 - Image discriminator D_img: (face, expression) -> logit; the one-hot is tiled into label maps and
   concatenated to the feature maps after the first convolution, so D judges "a real face *showing
   this expression*".
@@ -98,9 +101,17 @@ def build_generator(cfg: TrainConfig) -> keras.Model:
     z = keras.Input((cfg.z_dim,), name="z")
     expression = keras.Input((cfg.n_classes,), name="expression")
     start = cfg.image_size // 2 ** len(cfg.generator_filters)
-    identity = z[:, cfg.z_expression_dim :]  # G never sees the input face's expression code
+    units = start * start * cfg.generator_filters[0]
+    identity = z[:, cfg.z_expression_dim :]
     x = layers.Concatenate(name="identity_and_expression")([identity, expression])
-    x = layers.Dense(start * start * cfg.generator_filters[0], name="dense")(x)
+    x = layers.Dense(units, name="dense")(x)
+    if cfg.generator_reads_expression:
+        # The source's expression code too (by default G never sees it): its own layer, zero at
+        # first, so that G starts as one trained without it (``clifer-train --init-from``).
+        code = layers.Dense(
+            units, use_bias=False, kernel_initializer="zeros", name="expression_code_dense"
+        )(z[:, : cfg.z_expression_dim])
+        x = layers.Add(name="with_expression_code")([x, code])
     x = layers.Reshape((start, start, cfg.generator_filters[0]), name="reshape")(x)
     x = layers.BatchNormalization(name="bn_dense")(x)
     x = layers.ReLU(name="relu_dense")(x)

@@ -118,6 +118,7 @@ def train(
     epochs: int | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train (or continue training) stage 1 and the CAAE and fill ``out_dir``; return the stage-2
@@ -138,6 +139,10 @@ def train(
     stop_after : int, optional
         Stop once this many CAAE epochs are done (0: after stage 1), without changing the schedule
         of the full run (time-sliced training on a shared machine; continue with ``resume``).
+    init_from : path, optional
+        Another run directory: stage 2 starts from its latest checkpoint (:func:`warm_start`)
+        instead of stage 1, e.g. to try an architecture change without training it all again.
+        Until this run has a checkpoint of its own, pass it again when resuming.
     """
     out = Path(out_dir)
     started = (out / "config.yaml").exists() and (
@@ -158,7 +163,8 @@ def train(
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     try:
-        return _run(cfg, strategy, mixed, Path(data_path), out, stop_after, progress)
+        source = Path(init_from) if init_from is not None else None
+        return _run(cfg, strategy, mixed, Path(data_path), out, stop_after, source, progress)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -170,6 +176,7 @@ def _run(
     data_path: Path,
     out: Path,
     stop_after: int | None,
+    init_from: Path | None,
     progress: bool,
 ) -> list[dict[str, float]]:
     """The body of :func:`train`, under the chosen dtype policy."""
@@ -192,7 +199,10 @@ def _run(
     scope = strategy.scope() if strategy is not None else nullcontext()
     with scope:
         models = build_all(cfg)
-        if cfg.pretrain_epochs > 0:
+        if init_from is not None:
+            fresh = warm_start(models, init_from)
+            log.info("stage 2 starts from %s; kept at initialisation: %s", init_from, fresh)
+        elif cfg.pretrain_epochs > 0:
             pretrain(
                 models["encoder"],
                 models["classifier"],
@@ -204,8 +214,8 @@ def _run(
             )
             if stop_after == 0:
                 return []
-            if cfg.freeze_expression:
-                freeze_expression_path(models["encoder"], models["classifier"])
+        if cfg.pretrain_epochs > 0 and cfg.freeze_expression:
+            freeze_expression_path(models["encoder"], models["classifier"])
         caae = _build_caae(cfg, models, mixed, steps)
     holders = caae.checkpoint_holders()
     first_epoch = 0
@@ -253,6 +263,38 @@ def _run(
         verbose=0,
     )
     return recorder.history
+
+
+def warm_start(models: dict[str, keras.Model], run_dir: Path) -> list[str]:
+    """Give ``models`` the weights of ``run_dir``'s latest stage-2 checkpoint, layer by layer.
+
+    A layer takes the other run's weights where that run has a layer of the same name with
+    weights of the same shapes (batch-norm statistics included); the others keep their
+    initialisation and are returned as ``model/layer`` names. The optimiser is not carried over.
+
+    Raises
+    ------
+    ValueError
+        If ``run_dir`` holds no configuration or no stage-2 checkpoint.
+    """
+    found = checkpoint.latest(run_dir / "checkpoints")
+    if not (run_dir / "config.yaml").exists() or found is None:
+        raise ValueError(f"--init-from {run_dir}: not a run directory with a stage-2 checkpoint")
+    source = build_all(TrainConfig.from_yaml(run_dir / "config.yaml"))
+    checkpoint.restore(found, {name: model.variables for name, model in source.items()})
+    fresh = []
+    for name, model in models.items():
+        known = {layer.name: layer for layer in source[name].layers}
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            twin = known.get(layer.name)
+            weights = twin.get_weights() if twin is not None else []
+            if [w.shape for w in weights] == [tuple(w.shape) for w in layer.weights]:
+                layer.set_weights(weights)
+            else:
+                fresh.append(f"{name}/{layer.name}")
+    return fresh
 
 
 def expression_means(encoder: keras.Model, faces: data_lib.FaceArrays, cfg: TrainConfig):
