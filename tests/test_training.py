@@ -345,6 +345,9 @@ def test_init_from_starts_a_generator_reading_the_expression_code_as_the_source(
     assert [row["epoch"] for row in history] == [1] and not (out / "pretrain").exists()
     generator = keras.models.load_model(out / "generator.keras")
     assert np.abs(generator.get_layer("expression_code_dense").get_weights()[0]).max() > 0
+    # Resumed, it continues from its own checkpoint (no stage 1, no --init-from needed).
+    again = train(cfg, fer_small, out, epochs=2, resume=True, progress=False)
+    assert [row["epoch"] for row in again] == [1, 2] and not (out / "pretrain").exists()
     with pytest.raises(ValueError, match="stage-2 checkpoint"):
         warm_start(build_all(cfg), tmp_path)
 

@@ -142,7 +142,7 @@ def train(
     init_from : path, optional
         Another run directory: stage 2 starts from its latest checkpoint (:func:`warm_start`)
         instead of stage 1, e.g. to try an architecture change without training it all again.
-        Until this run has a checkpoint of its own, pass it again when resuming.
+        Once this run has a checkpoint of its own, resuming needs it no more.
     """
     out = Path(out_dir)
     started = (out / "config.yaml").exists() and (
@@ -197,9 +197,12 @@ def _run(
         "mixed precision" if mixed else "float32",
     )
     scope = strategy.scope() if strategy is not None else nullcontext()
+    found = checkpoint.latest(out / "checkpoints")
     with scope:
         models = build_all(cfg)
-        if init_from is not None:
+        if found is not None:
+            pass  # stage 2 resumes below; its checkpoint holds everything stage 1 made
+        elif init_from is not None:
             fresh = warm_start(models, init_from)
             log.info("stage 2 starts from %s; kept at initialisation: %s", init_from, fresh)
         elif cfg.pretrain_epochs > 0:
@@ -219,7 +222,6 @@ def _run(
         caae = _build_caae(cfg, models, mixed, steps)
     holders = caae.checkpoint_holders()
     first_epoch = 0
-    found = checkpoint.latest(out / "checkpoints")
     if found is not None:
         first_epoch = checkpoint.restore(found, holders)
         log.info("resumed from %s (%d epochs done)", found, first_epoch)
