@@ -40,6 +40,7 @@ TINY = {
     "max_train_samples": 64,
     "max_val_samples": 32,
     "grid_faces": 2,
+    "generator_reads_expression": True,  # as the default: every layer G can have
 }
 
 
