@@ -200,12 +200,11 @@ def _run(
     found = checkpoint.latest(out / "checkpoints")
     with scope:
         models = build_all(cfg)
-        if found is not None:
-            pass  # stage 2 resumes below; its checkpoint holds everything stage 1 made
-        elif init_from is not None:
+        # A run with its own stage-2 checkpoint resumes from it below (it holds stage 1's work).
+        if found is None and init_from is not None:
             fresh = warm_start(models, init_from)
             log.info("stage 2 starts from %s; kept at initialisation: %s", init_from, fresh)
-        elif cfg.pretrain_epochs > 0:
+        elif found is None and cfg.pretrain_epochs > 0:
             pretrain(
                 models["encoder"],
                 models["classifier"],
