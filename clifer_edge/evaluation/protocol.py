@@ -356,13 +356,21 @@ def macro_f1(y_true: np.ndarray, y_pred: Sequence[str], labels: Sequence[str]) -
     return round(float(score), 12)
 
 
-def unseen_accuracy(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[str]) -> float:
-    """Share of the faces of classes not in ``seen`` that are recognised (NaN if there are none)."""
+def _unseen_faces(
+    y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Truth and predictions on the faces of classes not in ``seen`` (None if there are none)."""
     truth = np.asarray(y_true, dtype=str)
     unseen = ~np.isin(truth, list(seen))
     if not unseen.any():
-        return math.nan
-    return float(np.mean(np.asarray(y_pred, dtype=str)[unseen] == truth[unseen]))
+        return None
+    return truth[unseen], np.asarray(y_pred, dtype=str)[unseen]
+
+
+def unseen_accuracy(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[str]) -> float:
+    """Share of the faces of classes not in ``seen`` that are recognised (NaN if there are none)."""
+    faces = _unseen_faces(y_true, y_pred, seen)
+    return math.nan if faces is None else float(np.mean(faces[1] == faces[0]))
 
 
 def unseen_answered(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[str]) -> float:
@@ -370,11 +378,8 @@ def unseen_answered(y_true: np.ndarray, y_pred: Sequence[str], seen: Sequence[st
     (NaN if there are none): where imagined knowledge answered, rightly or not. With
     :func:`unseen_accuracy` it splits imagination's recognition into how often imagined nodes
     answer and how often they are then right."""
-    truth = np.asarray(y_true, dtype=str)
-    unseen = ~np.isin(truth, list(seen))
-    if not unseen.any():
-        return math.nan
-    return float(np.mean(~np.isin(np.asarray(y_pred, dtype=str)[unseen], list(seen))))
+    faces = _unseen_faces(y_true, y_pred, seen)
+    return math.nan if faces is None else float(np.mean(~np.isin(faces[1], list(seen))))
 
 
 def _evaluate(learner: Any, data: SubjectData, seen: Sequence[str]) -> dict[str, Any]:
