@@ -317,12 +317,11 @@ def build_calibration(
             }
         )
     elif balanced_test.size:
-        test = balanced_test
         points = calibration.to_memory(
-            _encode_all(encoder, dataset.images[test], "calibrate: test", progress)
+            _encode_all(encoder, dataset.images[balanced_test], "calibrate: test", progress)
         )
-        scores = _scores(dataset.labels[test], calibration.predict(points))
-        scores["n_test"] = float(len(test))
+        scores = _scores(dataset.labels[balanced_test], calibration.predict(points))
+        scores["n_test"] = float(len(balanced_test))
     calibration.info.update({f"publictest_{k}": v for k, v in scores.items()})
     return calibration, scores
 
