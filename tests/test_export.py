@@ -109,6 +109,18 @@ def test_all_formats_match_keras(tiny_run, exported: Path, test_faces: np.ndarra
     assert report["int8"]["image_from_own_latent"]["mean_abs"] < 6 / 128
 
 
+def test_int8_files_compute_in_integers_only(exported: Path) -> None:
+    """No float tensor inside an int8 file: G's two first dense layers are exported folded into
+    one (fold_expression_code), which the converter quantises (it keeps the unfolded one's
+    expression-code layer in float32)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    for role in ("encoder", "generator"):
+        tensors = Interpreter(str(exported / f"{role}_int8.tflite")).get_tensor_details()
+        floats = [t["name"] for t in tensors if t["dtype"] not in (np.int8, np.int32)]
+        assert floats == [], (role, floats)
+
+
 def test_robot_loader_runs_every_format(exported: Path, test_faces: np.ndarray) -> None:
     latents = {}
     for variant in ("int8", "float16", "float32"):

@@ -329,9 +329,14 @@ def export_run(
             "seed": seed,
             "generator_inputs": "encoder latents of the calibration faces x every expression",
         }
+    from clifer_train.models import fold_expression_code
+
+    # One dense layer instead of two over slices of z: the int8 converter keeps such a slice's
+    # layer in float32 (docs/export.md).
+    models = {"encoder": run.encoder, "generator": fold_expression_code(run.generator)}
     entries: dict[str, dict[str, Any]] = {}
     for variant in variants:
-        for role, model in (("encoder", run.encoder), ("generator", run.generator)):
+        for role, model in models.items():
             say(f"converting {role} to {variant}")
             content = convert_model(model, variant, representative.get(role))
             path = out / model_filename(role, variant)

@@ -30,6 +30,7 @@ float32 so that mixed precision never reaches the outputs or the losses.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from clifer_train.config import TrainConfig
@@ -130,6 +131,38 @@ def build_generator(cfg: TrainConfig) -> keras.Model:
             x = layers.ReLU(name=f"relu{i}")(x)
     image = layers.Activation("tanh", dtype="float32", name="face")(x)
     return keras.Model([z, expression], image, name="generator")
+
+
+def fold_expression_code(generator: keras.Model) -> keras.Model:
+    """G with ``dense`` and ``expression_code_dense`` folded into one dense layer over
+    [``z``, ``expression``]: the same function, for export.
+
+    Training keeps them apart (the zero-initialised one lets ``--init-from`` start at a G
+    without it), but TFLite's int8 converter leaves a dense layer fed by a slice of ``z`` in
+    float32. ``dense`` reads [identity code, one-hot] and ``expression_code_dense`` the
+    expression code, which come first in ``z``: stacking their kernels row-wise gives the one
+    kernel over [expression code, identity code, one-hot]. The layers after their sum form a
+    chain and are reused (shared weights). A generator without the second layer is returned as
+    it is.
+    """
+    names = [layer.name for layer in generator.layers]
+    if "expression_code_dense" not in names:
+        return generator
+    dense = generator.get_layer("dense")
+    code = generator.get_layer("expression_code_dense")
+    kernel, bias = dense.get_weights()
+    (code_kernel,) = code.get_weights()
+    z_dim = generator.get_layer("z").output.shape[-1]
+    n_classes = generator.get_layer("expression").output.shape[-1]
+    z = keras.Input((z_dim,), name="z")
+    expression = keras.Input((n_classes,), name="expression")
+    x = layers.Concatenate(name="code_and_expression")([z, expression])
+    folded = layers.Dense(dense.units, name="dense")
+    x = folded(x)
+    folded.set_weights([np.concatenate([code_kernel, kernel]), bias])
+    for layer in generator.layers[names.index("with_expression_code") + 1 :]:
+        x = layer(x)
+    return keras.Model([z, expression], x, name="generator")
 
 
 def build_image_discriminator(cfg: TrainConfig) -> keras.Model:
