@@ -281,6 +281,22 @@ def test_expression_offset_targets_the_class_mean_offset(fer_small: Path) -> Non
     assert float(caae._offset_error(z, off, labels, targets)) == pytest.approx(0.25, abs=1e-5)
 
 
+def test_reencode_views_show_the_translation_otherwise(fer_small: Path) -> None:
+    """C's view of a translation: mirrored or shifted, lighter or darker, still a face in
+    [-1, 1]; with every range at zero it is the face itself."""
+    cfg = TrainConfig(**TINY, reencode_views=True)
+    faces, _ = data_lib.load_splits(fer_small, cfg)
+    images = faces.images[:32]
+    caae = _build_caae(cfg, build_all(cfg), mixed=False, steps_per_epoch=10)
+    view = np.asarray(caae._random_view(images))
+    assert view.shape == images.shape and view.min() >= -1.0 and view.max() <= 1.0
+    assert np.abs(view - images).mean() > 0.02
+    still = dict(augment_flip=False, augment_shift=0, augment_brightness=0.0, augment_contrast=0.0)
+    cfg = TrainConfig(**TINY, reencode_views=True, **still)
+    caae = _build_caae(cfg, build_all(cfg), mixed=False, steps_per_epoch=10)
+    np.testing.assert_allclose(np.asarray(caae._random_view(images)), images, atol=1e-6)
+
+
 # --- runs ---------------------------------------------------------------------------------------
 def test_two_epochs_lower_reconstruction_and_write_run_dir(two_epoch_run) -> None:
     out, history = two_epoch_run

@@ -29,6 +29,7 @@ TINY = {
     "max_train_samples": 64,
     "max_val_samples": 32,
     "w_expression_offset": 0.5,
+    "reencode_views": True,
 }
 
 

@@ -18,10 +18,12 @@ Losses of E and G (weights in :class:`clifer_train.config.TrainConfig`):
 - adversarial: D_img must take reconstructed and translated faces for real faces of their label,
   D_z must take the identity code for a prior sample;
 - expression control: a translated face ``G(E(x), t)``, re-encoded, must be classified as ``t``
-  by C (``cls_generated``); with ``w_expression_offset`` its expression code must also land
-  where the person's own code moved by the training set's class-mean offset ``mean(t) -
-  mean(c)`` lands (``expression_offset``, L1): C alone is satisfied by an exaggerated face far
-  from any real face of class ``t``, and the memories learn from where imagined faces land;
+  by C (``cls_generated``; with ``reencode_views`` C reads a random view of it: mirrored,
+  shifted, brightness and contrast changed); with ``w_expression_offset`` its expression code
+  must also land where the person's own code moved by the training set's class-mean offset
+  ``mean(t) - mean(c)`` lands (``expression_offset``, L1): C alone is satisfied by an
+  exaggerated face far from any real face of class ``t``, and the memories learn from where
+  imagined faces land;
 - cycle: translate to a random target t and back, ``|G(E(G(E(x), t)), c) - x|``, and the identity
   term ``|id(E(G(E(x), t))) - id(E(x))|``: the translated face must keep the person's identity code;
 - generated faces are re-encoded by a *frozen* E (inference mode, gradients reach G only): if E
@@ -190,6 +192,30 @@ class CAAE(keras.Model):
         )
         return z
 
+    def _random_view(self, images):
+        """Each face mirrored or not, shifted, brightness and contrast changed (the data
+        augmentation's ranges, without its rotation and zoom), differentiably."""
+        cfg = self.cfg
+        batch = ops.shape(images)[0]
+
+        def draw(low: float, high: float):
+            return keras.random.uniform((batch, 1, 1, 1), low, high, seed=self.seed_generator)
+
+        if cfg.augment_flip:
+            images = ops.where(draw(0.0, 1.0) < 0.5, ops.flip(images, axis=2), images)
+        shift = round(cfg.augment_shift * cfg.image_size / 48)
+        if shift:
+            # One shift per batch (a dynamic slice of the reflect-padded faces).
+            padded = ops.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]], "reflect")
+            dy, dx = ops.unstack(
+                keras.random.randint((2,), 0, 2 * shift + 1, seed=self.seed_generator)
+            )
+            images = ops.slice(padded, [0, dy, dx, 0], ops.shape(images))
+        mean = ops.mean(images, axis=(1, 2, 3), keepdims=True)
+        contrast = draw(1 - cfg.augment_contrast, 1 + cfg.augment_contrast)
+        brightness = draw(-cfg.augment_brightness, cfg.augment_brightness)
+        return ops.clip((images - mean) * contrast + mean + brightness, -1.0, 1.0)
+
     def _identity(self, z):
         return z[:, self.split :]
 
@@ -227,6 +253,11 @@ class CAAE(keras.Model):
         reconstructed = self.generator([z, expressions], training=True)
         translated = self.generator([z, target_hot], training=True)
         z_translated = self._judge_encode(translated)
+        z_viewed = (
+            self._judge_encode(self._random_view(translated))
+            if self.cfg.reencode_views
+            else z_translated
+        )
         cycled = None
         if self.cfg.w_cycle > 0:
             cycled = self.generator([z_translated, expressions], training=True)
@@ -266,7 +297,7 @@ class CAAE(keras.Model):
             "adv_latent": _adversarial(d_encoded, True),
             "cls_generated": ops.mean(
                 keras.losses.sparse_categorical_crossentropy(
-                    targets, self._expression_logits(z_translated, training=False), from_logits=True
+                    targets, self._expression_logits(z_viewed, training=False), from_logits=True
                 )
             ),
             "latent_cycle": ops.mean(

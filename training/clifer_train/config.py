@@ -69,6 +69,9 @@ class TrainConfig:
     w_latent_cycle: float = 0.2
     # translations land at the person's code moved by the class-mean offset (needs stage 1)
     w_expression_offset: float = 0.0
+    # C judges each translation through a random view (mirror, shift, brightness, contrast in the
+    # augmentation's ranges): the asked expression must show, not a pattern E's exact view reads
+    reencode_views: bool = False
     w_perceptual: float = 0.0
     perceptual_model: str | None = None  # a .keras feature extractor (e.g. converted VGG-Face)
     # --- stage 1: the expression encoder (E's backbone + expression code + C) ----------------
