@@ -203,7 +203,7 @@ class CAAE(keras.Model):
 
         if cfg.augment_flip:
             images = ops.where(draw(0.0, 1.0) < 0.5, ops.flip(images, axis=2), images)
-        shift = round(cfg.augment_shift * cfg.image_size / 48)
+        shift = round(cfg.shift_pixels)
         if shift:
             # One shift per batch (a dynamic slice of the reflect-padded faces).
             padded = ops.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]], "reflect")

@@ -112,6 +112,11 @@ class TrainConfig:
         return self.pretrain_epochs > 0 and self.freeze_expression
 
     @property
+    def shift_pixels(self) -> float:
+        """``augment_shift`` (pixels at 48x48) at this ``image_size``."""
+        return self.augment_shift * self.image_size / 48
+
+    @property
     def n_classes(self) -> int:
         """Length of the generator's one-hot expression condition."""
         return len(self.vocabulary)

@@ -224,7 +224,7 @@ def augment(images: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> n
     flips = rng.random(n) < 0.5 if cfg.augment_flip else np.zeros(n, bool)
     angles = rng.uniform(-cfg.augment_rotation, cfg.augment_rotation, n)
     scales = rng.uniform(1 - cfg.augment_scale, 1 + cfg.augment_scale, n)
-    shift = cfg.augment_shift * side / 48
+    shift = cfg.shift_pixels
     shifts = rng.uniform(-shift, shift, (n, 2))
     for k in range(n):
         face = images[k, :, :, :]
