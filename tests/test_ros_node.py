@@ -125,8 +125,15 @@ def hri_node(
 class FaceSender:
     """Publishes one face image repeatedly until the node's Expression for it comes back."""
 
-    def __init__(self, driver: Driver, image_topic: str, expression_topic: str) -> None:
-        """``expression_topic``: the node's ``~/expressions`` (clifer_msgs/Expression)."""
+    def __init__(
+        self,
+        driver: Driver,
+        image_topic: str,
+        expression_topic: str,
+        node: NodeProcess | None = None,
+    ) -> None:
+        """``expression_topic``: the node's ``~/expressions`` (clifer_msgs/Expression); with
+        ``node``, a face left unanswered reports the node's last diagnostics and log."""
         from clifer_msgs.msg import Expression
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
@@ -134,6 +141,8 @@ class FaceSender:
         self.driver = driver
         self.pub = driver.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
         self.expressions = driver.collect(Expression, expression_topic)
+        self.node = node
+        self.diagnostics = _diagnostics_of(driver, node.name) if node is not None else None
 
     def send(self, image: np.ndarray, encoding: str | None = None, timeout: float = 30.0) -> Any:
         stamp = self.driver.node.get_clock().now().to_msg()
@@ -145,8 +154,16 @@ class FaceSender:
         ok = self.driver.spin_until(
             lambda: answered() is not None, timeout, every=lambda: self.pub.publish(msg)
         )
-        assert ok, f"no Expression for the face sent at {stamp}"
+        assert ok, f"no Expression for the face sent at {stamp}" + self._state()
         return answered()
+
+    def _state(self) -> str:
+        if self.node is None:
+            return ""
+        return (
+            f"; node {'alive' if self.node.alive() else 'exited'}, last diagnostics "
+            f"{self.diagnostics()}, log:\n{self.node.log()[-3000:]}"
+        )
 
     def send_raw(self, msg: Any) -> None:
         self.pub.publish(msg)
@@ -166,7 +183,7 @@ def test_camera_faces_give_expressions_with_person_and_face_ids(camera_node, dri
 
     from clifer_edge.ros.conversions import is_valid_id
 
-    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS)
+    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS, camera_node)
     face = faces_of(ckplus, CAMERA_SUBJECT, "happiness")[0]
     grey = sender.send(camera_frame(face))
     rgb = sender.send(np.repeat(camera_frame(face)[:, :, None], 3, axis=2), "rgb8")
@@ -214,7 +231,7 @@ def test_compressed_camera_images_are_decoded(camera_node, driver, ckplus):
 
 
 def test_teach_then_the_taught_labels_come_back(camera_node, driver, ckplus):
-    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS)
+    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS, camera_node)
     happy = faces_of(ckplus, CAMERA_SUBJECT, "happiness")
     surprised = faces_of(ckplus, CAMERA_SUBJECT, "surprise")
 
@@ -304,7 +321,7 @@ def _bad_messages(driver: Driver) -> list[tuple[str, Any]]:
 
 
 def test_bad_images_are_logged_and_the_node_keeps_working(camera_node, driver, ckplus):
-    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS)
+    sender = FaceSender(driver, "/test_cam/image", CAM_EXPRESSIONS, camera_node)
     for expected, msg in _bad_messages(driver):
         # Best effort, as cameras publish: sent until the node has read it (a message published
         # before the node has matched this new publisher is lost).
@@ -337,9 +354,10 @@ def test_diagnostics_report_rates_and_errors(camera_node, driver):
     from diagnostic_msgs.msg import DiagnosticArray
 
     diagnostics = driver.collect(DiagnosticArray, "/diagnostics")
+    earlier = len(diagnostics)  # arrays received before this test may predate the counts
 
     def ours() -> dict[str, str] | None:
-        for array in reversed(diagnostics):
+        for array in reversed(diagnostics[earlier:]):
             for status in array.status:
                 if status.name.startswith("clifer_cam"):
                     return {kv.key: kv.value for kv in status.values}
@@ -467,9 +485,10 @@ def _diagnostics_of(driver: Driver, node: str) -> Any:
     from diagnostic_msgs.msg import DiagnosticArray
 
     arrays = driver.collect(DiagnosticArray, "/diagnostics")
+    earlier = len(arrays)  # received before this call: the node's state back then
 
     def latest() -> dict[str, str] | None:
-        for array in reversed(arrays):
+        for array in reversed(arrays[earlier:]):
             for status in array.status:
                 if status.name.startswith(node):
                     return {kv.key: kv.value for kv in status.values}
@@ -482,8 +501,8 @@ def test_ros4hri_cropped_faces_use_persistent_person_ids(hri_node, driver, ckplu
     world.person("bob", "fa1")
     world.track(["fa1", "fb2"], ["bob"], node="clifer_hri")
 
-    bob = FaceSender(driver, "/humans/faces/fa1/cropped", "/clifer_hri/expressions")
-    stranger = FaceSender(driver, "/humans/faces/fb2/cropped", "/clifer_hri/expressions")
+    bob = FaceSender(driver, "/humans/faces/fa1/cropped", "/clifer_hri/expressions", hri_node)
+    stranger = FaceSender(driver, "/humans/faces/fb2/cropped", "/clifer_hri/expressions", hri_node)
     happy = faces_of(ckplus, HRI_SUBJECT, "happiness")
     sad = faces_of(ckplus, HRI_SUBJECT, "sadness")
 
@@ -508,8 +527,8 @@ def test_ros4hri_cropped_faces_use_persistent_person_ids(hri_node, driver, ckplu
     world.person("robert", "fc3", alias="bob")
     world.person("anon7", "fd4", anonymous=True)
     world.track(["fa1", "fb2", "fc3", "fd4"], ["bob", "robert", "anon7"], node="clifer_hri")
-    robert = FaceSender(driver, "/humans/faces/fc3/cropped", "/clifer_hri/expressions")
-    anon = FaceSender(driver, "/humans/faces/fd4/cropped", "/clifer_hri/expressions")
+    robert = FaceSender(driver, "/humans/faces/fc3/cropped", "/clifer_hri/expressions", hri_node)
+    anon = FaceSender(driver, "/humans/faces/fd4/cropped", "/clifer_hri/expressions", hri_node)
     answer = robert.send(happy[1])
     while answer.person_id != "bob" and time.monotonic() < deadline + 20.0:
         answer = robert.send(happy[1])
@@ -570,7 +589,7 @@ def test_imagination_runs_only_while_idle_and_faces_still_get_answers(
     )
     try:
         _wait_ready(driver, node)
-        sender = FaceSender(driver, "/idle_cam/image", "/clifer_idle/expressions")
+        sender = FaceSender(driver, "/idle_cam/image", "/clifer_idle/expressions", node)
         happy = faces_of(ckplus, CAMERA_SUBJECT, "happiness")
         for face in happy:
             sender.send(camera_frame(face))
@@ -624,7 +643,7 @@ def test_sigint_saves_and_a_restarted_node_remembers(ros, driver, ckplus, memory
     node = _node(ros, tmp_path, memory_dir, "clifer_stop", **params)
     try:
         _wait_ready(driver, node)
-        sender = FaceSender(driver, "/stop_cam/image", "/clifer_stop/expressions")
+        sender = FaceSender(driver, "/stop_cam/image", "/clifer_stop/expressions", node)
         for face in happy:
             sender.send(camera_frame(face))
         assert _teach(driver, "clifer_stop", "carol", "happy", len(happy)).success
@@ -640,7 +659,7 @@ def test_sigint_saves_and_a_restarted_node_remembers(ros, driver, ckplus, memory
     again = _node(ros, tmp_path, memory_dir, "clifer_stop2", **params)
     try:
         _wait_ready(driver, again)
-        sender = FaceSender(driver, "/stop_cam/image", "/clifer_stop2/expressions")
+        sender = FaceSender(driver, "/stop_cam/image", "/clifer_stop2/expressions", again)
         answer = sender.send(camera_frame(happy[0]))
     finally:
         again.stop(signal.SIGTERM)
