@@ -131,6 +131,33 @@ def test_imagined_nodes_of_real_classes_never_answer(backend, faces) -> None:
         assert memory.predict_proba(queries, memory=name).shape == (len(queries), 3)
 
 
+def test_imagined_margin_keeps_faces_near_real_knowledge_real(faces) -> None:
+    """With ``imagined_margin`` m, an imagined node answers only where m times its distance is
+    below the nearest real episodic node's; learning is the same whatever m."""
+    memories = {}
+    for margin in (1.0, 1.3):
+        memory = GrowingDualMemory(GDMConfig(imagined_margin=margin), seed=3)
+        _learn_real(memory, _sample(faces, A, True, 30), A)
+        memory.partial_fit(_sample(faces, B, True, 30, seed=1), [B] * 30, imagined=True)
+        memories[margin] = memory
+    assert snapshots_equal(memory_snapshot(memories[1.0]), memory_snapshot(memories[1.3]))
+    queries = np.concatenate([_sample(faces, label, False) for label in (A, B)])
+    _, imagined_distance = memories[1.0].imagined_.nearest(queries)
+    _, real_distance = memories[1.0].episodic_.nearest(queries)
+    for margin, memory in memories.items():
+        for name in ("episodic", "semantic"):
+            by_imagination = memory.predict_proba(queries, memory=name)[:, 1] > 0
+            np.testing.assert_array_equal(
+                by_imagination, margin * imagined_distance < real_distance
+            )
+    assert 0 < np.sum(margin * imagined_distance < real_distance) < len(queries)
+    assert np.sum(1.3 * imagined_distance < real_distance) < np.sum(
+        imagined_distance < real_distance
+    )
+    with pytest.raises(ValueError, match="imagined_margin"):
+        GDMConfig(imagined_margin=0.9)
+
+
 def test_imagination_needs_real_faces_first_and_valid_input(faces) -> None:
     memory = GrowingDualMemory(GDMConfig())
     with pytest.raises(NotFittedError, match="real faces first"):

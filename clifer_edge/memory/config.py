@@ -191,6 +191,7 @@ _GDM_SPECS: dict[str, _Spec] = {
     "a_inc": _Spec(float, 0.0, low_open=True),
     "a_dec": _Spec(float, 0.0),
     "rnat_length": _Spec(int, 1, 1000),
+    "imagined_margin": _Spec(float, 1.0, 10.0),
     "backend": _Spec(str),
 }
 
@@ -216,6 +217,10 @@ class GDMConfig:
     rnat_length : int
         Length of each replayed recurrent neural activation trajectory (RNAT); the default 3
         is the reference's 2K+1 for K = 1.
+    imagined_margin : float
+        How much nearer than the nearest real episodic node an imagined node must lie to answer
+        (distance ratio; 1 = strictly nearer). Above 1 a face near the person's real knowledge
+        keeps its real answer: imagined knowledge yields to real faces.
     backend : str
         ``"auto"``, ``"cython"`` or ``"numpy"`` (see :data:`BACKENDS`).
     """
@@ -229,6 +234,7 @@ class GDMConfig:
     a_inc: float = 1.0
     a_dec: float = 0.1
     rnat_length: int = 3
+    imagined_margin: float = 1.0
     backend: str = "auto"
 
     def __post_init__(self) -> None:

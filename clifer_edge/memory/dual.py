@@ -414,7 +414,7 @@ class GrowingDualMemory:
             return
         nodes, distance = _nearest_rows(X, self.imagined_.prototypes()[active])
         _, real_distance = self.episodic_.nearest(X)
-        wins = np.flatnonzero(distance < real_distance)
+        wins = np.flatnonzero(distance * self.config_.imagined_margin < real_distance)
         if wins.size == 0:
             return
         rows = self.imagined_.label_histograms()[active[nodes[wins]], : len(self.classes_)]
