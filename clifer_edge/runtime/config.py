@@ -160,7 +160,7 @@ class ImaginationConfig:
     #: Imagine ``z + E(G(z, c)) - E(G(z, own))`` instead of ``E(G(z, c))``: keeps only the
     #: generator's change of expression, cancelling its reconstruction error (see
     #: :func:`clifer_edge.imagination.imagine_latents`).
-    residual: bool = False
+    residual: bool = True
     #: Where imagined latents come from: ``"generator"``, CLIFER's E(G(z, c)); or
     #: ``"class_offsets"``, a generator-free baseline that moves each prototype by the offset
     #: between the FER2013 class means of the calibration, mean(c) - mean(own expression).
