@@ -4,24 +4,19 @@ faces; bad data files."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_support import load_benchmark, run_benchmark
 
 from clifer_edge.cli import main
 from clifer_edge.cli.evaluate import _face_detector, add_arguments
 from clifer_edge.evaluation.report import SCHEMA_VERSION, SUMMARY_KEYS
 from clifer_edge.faces.detector import FER2013_MARGIN
 from clifer_edge.runtime import load_config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check_summary(document: dict, conditions: list[str], n_subjects: int) -> None:
@@ -262,22 +257,11 @@ def test_full_eval_run(tmp_path, data_dir, name):
 def test_person_independent_benchmark_on_a_sample(tmp_path, data_dir):
     """A short run of ``benchmarks/person_independent.py`` (the full one scores every face)."""
     out = tmp_path / "rows.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "person_independent.py"),
-            "--max-faces",
-            "120",
-            "--data-dir",
-            str(data_dir),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    done = run_benchmark(
+        "person_independent.py",
+        *("--max-faces", "120", "--data-dir", str(data_dir), "--json", str(out)),
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr
     rows = {row["data"]: row for row in json.loads(out.read_text())}
     assert set(rows) == {"jaffe.npz", "ckplus48.npz"}
     assert rows["jaffe.npz"]["images"] == rows["ckplus48.npz"]["images"] == 120
@@ -289,10 +273,7 @@ def test_person_independent_benchmark_on_a_sample(tmp_path, data_dir):
 
 def test_person_independent_scores_count_only_the_true_classes():
     """A wrong answer naming a class absent from the data costs recall, not a class of F1 0."""
-    path = REPO_ROOT / "benchmarks" / "person_independent.py"
-    spec = importlib.util.spec_from_file_location("person_independent", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.score(np.array(["a", "a", "b"]), np.array(["a", "c", "b"]))
+    score = load_benchmark("person_independent.py").score
+    result = score(np.array(["a", "a", "b"]), np.array(["a", "c", "b"]))
     assert result["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2, abs=1e-4)
     assert result["accuracy"] == pytest.approx(2 / 3, abs=1e-4)

@@ -351,18 +351,7 @@ def test_bad_images_are_logged_and_the_node_keeps_working(camera_node, driver, c
 
 
 def test_diagnostics_report_rates_and_errors(camera_node, driver):
-    from diagnostic_msgs.msg import DiagnosticArray
-
-    diagnostics = driver.collect(DiagnosticArray, "/diagnostics")
-    earlier = len(diagnostics)  # arrays received before this test may predate the counts
-
-    def ours() -> dict[str, str] | None:
-        for array in reversed(diagnostics[earlier:]):
-            for status in array.status:
-                if status.name.startswith("clifer_cam"):
-                    return {kv.key: kv.value for kv in status.values}
-        return None
-
+    ours = _diagnostics_of(driver, "clifer_cam")
     assert driver.spin_until(lambda: ours() is not None, 10.0)
     values = ours()
     assert int(values["frames processed"]) > 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_support import run_benchmark
 from runtime_support import ck_subjects, learn_classes, make_runtime
 
 from clifer_edge.runtime.persons import person_key
@@ -162,29 +163,11 @@ def test_damaged_file_is_quarantined_not_deleted(tmp_path, models, subjects, cap
 def test_kill_storm_loses_nothing_and_leaves_no_temporaries(tmp_path, data_dir):
     """A short run of ``benchmarks/kill_storm.py`` (the full one kills 20 times)."""
     out = tmp_path / "storm.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "kill_storm.py"),
-            "--kills",
-            "3",
-            "--persons",
-            "3",
-            "--data-dir",
-            str(data_dir),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    run_benchmark(
+        "kill_storm.py",
+        *("--kills", "3", "--persons", "3", "--data-dir", str(data_dir), "--json", str(out)),
         timeout=300,
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["kills"] == 3 and result["checks"] > 0
     assert result["faces_lost"] == result["files_quarantined"] == 0
