@@ -1,5 +1,8 @@
 """Latency of the exported encoder and generator per face with LiteRT, 1 and 2 threads.
 
+The export's expression model (the fallback for persons not learned yet), where there is one, is
+timed on one face too.
+
 Times one face at a time (what the robot does per detection) and a batch of 64 (what idle-time
 imagination does), after a warm-up, on real CK+ faces. The float32 export, when present in the
 same directory, is timed in the same run as the baseline, and the int8/float32 ratio printed.
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from clifer_edge.datasets import default_data_dir, load_npz
-from clifer_edge.models import DEFAULT_MODEL_DIR, load_default_models, model_filename
+from clifer_edge.models import DEFAULT_MODEL_DIR, ModelFiles, load_default_models, model_filename
 from clifer_edge.preprocessing import preprocess_faces
 
 BATCH = 64
@@ -53,6 +56,12 @@ def bench_variant(
     z = encoder.encode(faces[:BATCH])
     one_face, one_z = faces[:1], z[:1]
     expressions = [generator.vocabulary[i % len(generator.vocabulary)] for i in range(BATCH)]
+    expression_model = ModelFiles.locate(model_dir, variant).load_expression(threads)
+    extra = {}
+    if expression_model is not None:
+        extra["expression_model_one_face"] = _summary(
+            _time(lambda: expression_model.predict_proba(one_face), repeats)
+        )
     return {
         "runtime": encoder.model.backend,
         "encoder_one_face": _summary(_time(lambda: encoder.encode(one_face), repeats)),
@@ -65,6 +74,7 @@ def bench_variant(
         "generator_batch64_per_face": _summary(
             _time(lambda: generator.generate(z, expressions), max(10, repeats // 10)), BATCH
         ),
+        **extra,
     }
 
 

@@ -1,8 +1,10 @@
 """What the robot answers a person it has not learned yet, against a static FER package.
 
 Before a person has taught it anything, the runtime answers with its person-independent
-``fallback`` (the calibration's expression head on the encoder's latent; what
-``ExpressionRuntime.process_face(..., anonymous=True)`` returns). This scores it on every face of
+``fallback`` (:class:`clifer_edge.models.Fallback`: the export's expression model if it has one,
+else the calibration's expression head on the encoder's latent; what
+``ExpressionRuntime.process_face(..., anonymous=True)`` returns). With an expression model, the
+latent's head is scored beside it (``latent head``). This scores it on every face of
 JAFFE (photos: faces found by the robot's own detector, as ``clifer-edge eval --detect-faces``)
 and CK+48 (crops), pooled over people, on the classes FER2013 names (CK+ contempt is left out,
 as the reference figures of the `fer` package are given). With ``--reference MODEL`` another
@@ -26,6 +28,7 @@ from sklearn.metrics import f1_score
 
 from clifer_edge.datasets import default_data_dir, load_npz
 from clifer_edge.evaluation.features import prepare_faces
+from clifer_edge.models import Fallback
 from clifer_edge.models.files import ModelFiles
 from clifer_edge.runtime import load_config
 
@@ -49,14 +52,15 @@ def measure(
     files = ModelFiles.locate(None, "int8")
     encoder, _ = files.load(1)
     calibration = files.load_calibration(encoder)
+    fallback = Fallback(calibration, files.load_expression(1))
     meta = encoder.metadata
     robot = load_config(None)
-    labels = np.asarray(calibration.labels)
+    labels = np.asarray(fallback.labels)
     reference = None
     if reference_path:
         from clifer_export.quality import load_judge  # columns in the calibration's label order
 
-        reference = load_judge(reference_path, calibration.labels)
+        reference = load_judge(reference_path, fallback.labels)
     rows = []
     for name, photos in DATA_SETS:
         dataset = load_npz(data_dir / name)
@@ -73,8 +77,11 @@ def measure(
             "faces": len(truth),
             "images": len(dataset),
             "classes": sorted(set(truth.tolist())),
-            "fallback": score(truth, np.asarray(calibration.predict(latents))),
+            "fallback": score(truth, np.asarray(fallback.predict(faces, latents))),
+            "fallback_model": fallback.describe(),
         }
+        if fallback.reads_faces:
+            row["latent_head"] = score(truth, np.asarray(calibration.predict(latents)))
         if reference is not None:
             probabilities = reference.predict(faces, batch_size=256, verbose=0)
             row["reference"] = score(truth, labels[np.argmax(probabilities, axis=1)])
@@ -92,18 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     rows = measure(data_dir, args.reference, args.max_faces)
     print(
-        "| data | faces | fallback macro F1 / accuracy | reference macro F1 / accuracy | F1 ratio |"
+        "| data | faces | fallback macro F1 / accuracy | latent head | "
+        "reference macro F1 / accuracy | F1 ratio |"
     )
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         ours = row["fallback"]
         theirs = row.get("reference")
+        head = row.get("latent_head")
         other = f"{theirs['macro_f1']:.3f} / {theirs['accuracy']:.3f}" if theirs else "-"
         ratio = f"{ours['macro_f1'] / theirs['macro_f1']:.2f}" if theirs else "-"
+        latent = f"{head['macro_f1']:.3f} / {head['accuracy']:.3f}" if head else "-"
         print(
             f"| {row['data']} | {row['faces']} of {row['images']} | "
-            f"{ours['macro_f1']:.3f} / {ours['accuracy']:.3f} | {other} | {ratio} |"
+            f"{ours['macro_f1']:.3f} / {ours['accuracy']:.3f} | {latent} | {other} | {ratio} |"
         )
+    print(f"fallback: {rows[0]['fallback_model']}" if rows else "no data")
     if args.reference:
         print(f"reference: {Path(args.reference).name}, on the same crops")
     if args.json:

@@ -10,10 +10,23 @@ import pytest
 
 from clifer_edge.datasets import load_npz
 from clifer_edge.fileio import sha256_file
-from clifer_edge.models import ModelFileError, ModelMetadata, TFLiteModel, load_default_models
+from clifer_edge.labels import BASIC_EXPRESSIONS
+from clifer_edge.models import (
+    ModelFileError,
+    ModelFiles,
+    ModelMetadata,
+    TFLiteModel,
+    load_default_models,
+)
 from clifer_edge.preprocessing import preprocess_faces
 from clifer_export import cli
-from clifer_export.convert import ExportError, describe_models, export_run, load_run
+from clifer_export.convert import (
+    ExportError,
+    describe_models,
+    export_run,
+    load_expression_model,
+    load_run,
+)
 from clifer_export.parity import (
     gdm_f1,
     repeated_gdm_f1,
@@ -206,6 +219,143 @@ def test_expression_classifier_tool_trains_and_reports(data_dir: Path, tmp_path:
     judge = load_classifier(tmp_path / "judge.keras")
     assert judge.output_shape == (None, 7)
     assert json.loads((tmp_path / "judge.json").read_text())["epochs"] == 1
+
+
+def test_interrupted_classifier_training_resumes(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each epoch is backed up; started again the same way, a run goes on from the next epoch."""
+    from clifer_train import data as data_lib
+
+    fetch = data_lib.FaceBatches.__getitem__
+
+    def fail_in_second_epoch(self, index):
+        if self.epoch == 1:
+            raise RuntimeError("power cut")
+        return fetch(self, index)
+
+    out = tmp_path / "fallback.keras"
+    arguments = dict(epochs=2, batch_size=64, limit=128, stages="judge", keep="last")
+    with monkeypatch.context() as patch:
+        patch.setattr(data_lib.FaceBatches, "__getitem__", fail_in_second_epoch)
+        # (TensorFlow's input pipeline re-raises it as its own error type)
+        with pytest.raises(Exception, match="power cut"):
+            train_classifier(data_dir / "fer2013.npz", out, **arguments)
+    backup = tmp_path / "fallback.keras.backup"
+    assert backup.is_dir() and out.exists()  # epoch 1 saved and backed up
+    report = train_classifier(data_dir / "fer2013.npz", out, **arguments)
+    assert len(report["val_accuracy_per_epoch"]) == 1  # only the second epoch ran
+    assert not backup.exists()  # a finished run leaves no backup behind
+    with pytest.raises(ValueError, match="stages 'huge'"):
+        train_classifier(data_dir / "fer2013.npz", out, epochs=1, limit=64, stages="huge")
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A fallback-shaped expression classifier trained one epoch on 128 FER2013 faces."""
+    out = tmp_path_factory.mktemp("classifier") / "fallback.keras"
+    train_classifier(data_dir / "fer2013.npz", out, epochs=1, batch_size=64, limit=128, keep="last")
+    return out
+
+
+@pytest.fixture(scope="module")
+def with_expression(
+    tiny_run, classifier_file: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
+) -> Path:
+    """An int8 export of the tiny run with the expression model beside E and G."""
+    out = tmp_path_factory.mktemp("with_expression")
+    export_run(
+        tiny_run,
+        out,
+        ["int8"],
+        data=data_dir / "fer2013.npz",
+        n_calibration=64,
+        expression_model=load_expression_model(classifier_file, tiny_run),
+    )
+    return out
+
+
+def test_expression_model_exports_and_matches_keras(
+    tiny_run, classifier_file: Path, with_expression: Path, test_faces: np.ndarray
+) -> None:
+    meta = ModelMetadata.load(with_expression / "metadata.json")
+    entry = meta.models["expression_int8.tflite"]
+    report = json.loads(classifier_file.with_suffix(".json").read_text())
+    assert entry["role"] == "expression" and entry["variant"] == "int8"
+    assert entry["training"]["test_accuracy"] == report["test_accuracy"]
+    assert entry["training"]["kept_epoch"] == "last"
+    assert "non-commercial" in entry["training"]["terms"]
+    files = ModelFiles.locate(with_expression, "int8")
+    model = files.load_expression()
+    assert model is not None and model.vocabulary == tuple(tiny_run.vocabulary)
+    assert "expression" in files.provenance()
+    probabilities = model.predict_proba(test_faces)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    keras_probabilities = load_classifier(classifier_file).predict(test_faces, verbose=0)
+    # int8 softmax: steps of 1/256, a few of them at worst
+    assert np.mean(np.abs(probabilities - keras_probabilities)) < 4 / 256
+    assert model.predict_proba(test_faces[:0]).shape == (0, 7)
+    with pytest.raises(ValueError, match="outside"):
+        model.predict_proba(test_faces[:2] * 3.0)
+    # An export without one: the fallback is the latent calibration's.
+    assert ModelFiles.locate(tiny_run.directory, "int8").load_expression() is None
+
+
+def test_expression_model_of_other_faces_or_classes_is_refused(
+    tiny_run, classifier_file: Path, tmp_path: Path
+) -> None:
+    report = json.loads(classifier_file.with_suffix(".json").read_text())
+    shuffled = tmp_path / "shuffled.keras"
+    shuffled.write_bytes(classifier_file.read_bytes())
+    order = report["vocabulary"]
+    shuffled.with_suffix(".json").write_text(
+        json.dumps({**report, "vocabulary": order[1:] + order[:1]})
+    )
+    with pytest.raises(ExportError, match="must agree, in order"):
+        load_expression_model(shuffled, tiny_run)
+    with pytest.raises(ExportError, match="expression_classifier --stages fallback"):
+        load_expression_model(tmp_path / "missing.keras", tiny_run)
+
+
+def test_fallback_answers_from_the_expression_model(
+    tiny_run, with_expression: Path, test_faces: np.ndarray, tmp_path: Path
+) -> None:
+    """The runtime's answer for a person not learned yet (and an anonymous one) is the expression
+    model's; without one, the calibration's classifier on the latent."""
+    from clifer_edge.models import Fallback, LatentCalibration
+    from clifer_edge.runtime import ExpressionRuntime, load_config
+
+    files = ModelFiles.locate(with_expression, "int8")
+    encoder, _ = files.load()
+    model = files.load_expression()
+    latents = encoder.encode(test_faces)
+    labels = np.asarray(BASIC_EXPRESSIONS)[np.arange(len(latents)) % 7]
+    calibration = LatentCalibration.fit(latents, labels)
+    config = load_config(None).replace(
+        models={"directory": str(with_expression)}, memory={"directory": str(tmp_path / "mem")}
+    )
+    with ExpressionRuntime(config, calibration=calibration) as runtime:
+        assert runtime.fallback.describe() == "expression model"
+        faces = np.round((test_faces[:4, :, :, 0] + 1.0) * 127.5).astype(np.uint8)
+        expected = model.predict_proba(preprocess_faces(faces))
+        for face, scores in zip(faces, expected, strict=True):
+            for anonymous in (False, True):
+                result = runtime.process_face(face, person_id="new", anonymous=anonymous)
+                assert result.memory == "fallback"
+                assert result.label == BASIC_EXPRESSIONS[int(np.argmax(scores))]
+                named = dict(zip(BASIC_EXPRESSIONS, scores, strict=True))
+                assert result.scores == pytest.approx(named)
+        assert runtime.stats()["fallback"] == "expression model"
+    latent_only = Fallback(calibration)
+    points = calibration.to_memory(latents)
+    assert latent_only.predict(None, points) == calibration.predict(points)
+    assert latent_only.describe() == "class means" and not latent_only.reads_faces
+    with pytest.raises(ValueError, match="pass faces"):
+        Fallback(calibration, model).predict(None, points)
+    with pytest.raises(ValueError, match="pass points"):
+        latent_only.predict(test_faces, None)
+    with pytest.raises(ValueError, match="needs an expression model"):
+        Fallback()
 
 
 def test_gdm_f1_on_bundled_encoder_latents(data_dir: Path) -> None:

@@ -1,9 +1,10 @@
 """Calibrate the latent space of the configured encoder on FER2013 (memories + fallback).
 
 Writes the standardisation the persons' memories learn in and the person-independent fallback
-classifier for new persons, tied to the encoder file by SHA-256. Rebuild it whenever the models
-change: the runtime and ``clifer-edge eval`` refuse a calibration of another encoder and never
-build one themselves.
+classifier on latents, tied to the encoder file by SHA-256, and scores the fallback the runtime
+will use (the export's expression model if it has one) on FER2013 PublicTest. Rebuild it whenever
+the models change: the runtime and ``clifer-edge eval`` refuse a calibration of another encoder
+and never build one themselves.
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ def run(args: argparse.Namespace) -> int:
             config = config.replace(models=models)
         files = config.model_files()
         encoder, _ = files.load(config.models.num_threads)
+        expression_model = files.load_expression(config.models.num_threads)
         calibration, scores = build_calibration(
-            encoder, files.encoder, args.data, args.per_class, args.seed, head=not args.no_head
+            encoder,
+            files.encoder,
+            args.data,
+            args.per_class,
+            args.seed,
+            head=not args.no_head,
+            expression_model=expression_model,
         )
     except (DatasetError, ModelFileError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -66,9 +74,16 @@ def run(args: argparse.Namespace) -> int:
             f"accuracy {info['publictest_class_means_accuracy']:.3f} / macro F1 "
             f"{info['publictest_class_means_macro_f1']:.3f}; expression head accuracy "
             f"{info['publictest_head_accuracy']:.3f} / macro F1 "
-            f"{info['publictest_head_macro_f1']:.3f}; using the {info['fallback']}"
+            f"{info['publictest_head_macro_f1']:.3f}; the latent's classifier: {info['fallback']}"
         )
-    sample = "all" if "fallback" in info else "class-balanced"
+    if "publictest_expression_model_accuracy" in info:
+        print(
+            f"expression model {files.expression.name} on all of FER2013 PublicTest "
+            f"({int(info['publictest_expression_model_n_test'])} faces): accuracy "
+            f"{info['publictest_expression_model_accuracy']:.3f} / macro F1 "
+            f"{info['publictest_expression_model_macro_f1']:.3f}; it answers for new persons"
+        )
+    sample = "all" if "fallback" in info or expression_model is not None else "class-balanced"
     print(
         f"calibration written to {out} ({info['n_train']} FER2013 training faces); "
         f"fallback on FER2013 PublicTest ({int(scores['n_test'])} faces, {sample}): "

@@ -34,6 +34,7 @@ from clifer_edge.datasets import DatasetError, FaceDataset, load_npz
 from clifer_edge.evaluation.features import prepare_faces
 from clifer_edge.evaluation.protocol import (
     CONDITIONS,
+    FallbackFn,
     ImaginationModel,
     ProtocolConfig,
     few_shot_class,
@@ -51,7 +52,7 @@ from clifer_edge.evaluation.split import SPLIT_RULE
 from clifer_edge.evaluation.static import logistic_baseline, score_subjects
 from clifer_edge.faces import FaceDetector, FaceDetectorError
 from clifer_edge.fileio import sha256_file
-from clifer_edge.models import CalibrationError, ModelFileError, ModelFiles
+from clifer_edge.models import CalibrationError, Fallback, ModelFileError, ModelFiles
 from clifer_edge.preprocessing import InvalidImageError
 from clifer_edge.runtime.config import load_config
 
@@ -216,12 +217,25 @@ def _encode(encoder: Any, faces: np.ndarray, space: FeatureSpace) -> np.ndarray:
     return space.to_memory(encoder.encode(faces))
 
 
-def _fallback(space: FeatureSpace) -> Any:
-    """The runtime's answer for a person not learned yet, on the memories' features."""
-    calibration = space.calibration
-    if calibration is None:
+def _runtime_fallback(calibration: Any, files: ModelFiles, threads: int) -> Fallback | None:
+    """The runtime's fallback for these models (None without an expression model or a
+    calibration, e.g. in a raw latent space)."""
+    expression_model = files.load_expression(threads)
+    if calibration is None and expression_model is None:
         return None
-    return lambda points: calibration.predict(np.asarray(points) / space.scale)
+    return Fallback(calibration, expression_model)
+
+
+def _fallback(
+    fallback: Fallback | None, prepared: Any, features: np.ndarray, space: FeatureSpace
+) -> FallbackFn | None:
+    """The runtime's answer for a person not learned yet, per data set row (computed once)."""
+    if fallback is None:
+        return None
+    answers = np.full(len(features), "", dtype=object)
+    valid = prepared.valid
+    answers[valid] = fallback.predict(prepared.faces[valid], features[valid] / space.scale)
+    return lambda rows: list(answers[np.asarray(rows, dtype=np.int64)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -281,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"{name}: {len(subjects)} subjects evaluated, {len(skipped)} skipped")
         imagination = ImaginationModel(encoder, generator, space)
-        fallback = _fallback(space)
+        answers = _runtime_fallback(calibration, files, args.threads)
+        fallback = _fallback(answers, prepared, features, space)
         result = run_protocol(
             subjects, conditions, config, imagination, args.orders, progress, fallback
         )
@@ -289,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
         few_shot = _few_shot(
             args, dataset, features, prepared.valid, conditions, config, imagination
         )
-        static = _static(args, encoder, space, subjects, progress)
+        static = _static(args, encoder, space, subjects, fallback, answers, progress)
         info = _meta(args, dataset, models, meta, prepared, leaks, imagination_settings)
         document = build_results(result, info, few_shot, static)
         document["seconds"] = round(time.perf_counter() - started, 1)
@@ -367,18 +382,19 @@ def _static(
     encoder: Any,
     space: FeatureSpace,
     subjects: list[Any],
+    fallback: FallbackFn | None,
+    answers: Fallback | None,
     progress: bool,
 ) -> dict[str, Any] | None:
     """Person-independent classifiers on the same held-out faces."""
     classifiers = []
-    fallback = _fallback(space)
-    if fallback is not None:
+    if fallback is not None and answers is not None:
         classifiers.append(
             score_subjects(
                 "fallback",
-                "the runtime's answer for a person not learned yet: the latent calibration's "
-                f"{space.calibration.info.get('fallback', 'class means')} (FER2013)",
-                fallback,
+                "the runtime's answer for a person not learned yet: the "
+                f"{answers.describe()} (FER2013)",
+                lambda data: fallback(data.split.test),
                 subjects,
             )
         )

@@ -51,8 +51,9 @@ CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer", "offsets")
 EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
 
-#: ``fallback(features [n, d]) -> labels``: a person-independent classifier (the runtime's answer
-#: for a person not learned yet), scored on the same unseen-class faces as the memories.
+#: ``fallback(rows [n]) -> labels``: a person-independent classifier (the runtime's answer for a
+#: person not learned yet) on data set rows (it may read the faces, not only the features),
+#: scored on the same unseen-class faces as the memories.
 FallbackFn = Callable[[np.ndarray], Sequence[str]]
 
 
@@ -421,7 +422,7 @@ def run_subject(
     """
     learner = make_learner(condition, config, imagination)
     rng = np.random.default_rng(config.seed)
-    fallback_pred = None if fallback is None else list(fallback(data.X_test))
+    fallback_pred = None if fallback is None else list(fallback(data.split.test))
     steps = []
     seen: list[str] = []
     for label in order:

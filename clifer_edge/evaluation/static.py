@@ -5,8 +5,8 @@ classifiers are scored on exactly the held-out faces each subject is tested on i
 (all of the subject's classes, as in Experiment 2 after the last class), in the feature space the
 memories see:
 
-- ``fallback``: the runtime's own answer for a person it has not learned yet (nearest FER2013
-  class mean of the latent calibration, :mod:`clifer_edge.models.calibration`);
+- ``fallback``: the runtime's own answer for a person it has not learned yet (the export's
+  expression model, or the latent calibration's classifier: :mod:`clifer_edge.models.fallback`);
 - ``logreg``: a multinomial logistic regression on encoder features of FER2013 Training faces
   (a stronger crowd classifier, trained on other people).
 """
@@ -24,8 +24,9 @@ from clifer_edge.evaluation.features import prepare_faces
 from clifer_edge.evaluation.protocol import macro_f1
 from clifer_edge.evaluation.stats import mean_ci95
 
-#: ``predict(features [n, d]) -> labels`` of a person-independent classifier.
-PredictFn = Callable[[np.ndarray], Sequence[str]]
+#: ``predict(subject) -> labels`` of a person-independent classifier, one per held-out face of a
+#: :class:`~clifer_edge.evaluation.protocol.SubjectData` (from its features or its data set rows).
+PredictFn = Callable[[Any], Sequence[str]]
 
 
 def score_subjects(
@@ -35,7 +36,7 @@ def score_subjects(
     a class the classifier cannot name, e.g. contempt, counts as missed)."""
     per_subject: dict[str, float] = {}
     for data in subjects:
-        predicted = np.asarray(predict(data.X_test), dtype=str)
+        predicted = np.asarray(predict(data), dtype=str)
         per_subject[str(data.subject)] = macro_f1(data.y_test, predicted, data.split.classes)
     mean, ci = mean_ci95(list(per_subject.values()))
     return {
@@ -76,4 +77,4 @@ def logistic_baseline(
         f"multinomial logistic regression on the features of {len(training)} "
         f"{training.source.rsplit('/', 1)[-1]} Training faces (other people; {classes})"
     )
-    return score_subjects("logreg", description, model.predict, subjects)
+    return score_subjects("logreg", description, lambda data: model.predict(data.X_test), subjects)

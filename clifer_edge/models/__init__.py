@@ -1,5 +1,6 @@
 """The exported Imagination model on the robot: LiteRT loader, encoder and generator wrappers,
-the encoder's latent calibration (memory space + person-independent fallback) and
+the optional expression model, the encoder's latent calibration (memory space), the
+person-independent fallback and
 :class:`~clifer_edge.models.files.ModelFiles`, the one place that finds these files.
 
 No TensorFlow here: the models run with ``ai_edge_litert`` (falling back to ``tflite_runtime``, then
@@ -12,11 +13,14 @@ from clifer_edge.models.calibration import CalibrationError, LatentCalibration
 from clifer_edge.models.encoder_generator import (
     METADATA_FILENAME,
     Encoder,
+    ExpressionModel,
     Generator,
     ModelMetadata,
 )
+from clifer_edge.models.fallback import Fallback
 from clifer_edge.models.files import (
     DEFAULT_MODEL_DIR,
+    ROLES,
     VARIANTS,
     ModelFiles,
     calibration_filename,
@@ -28,9 +32,12 @@ from clifer_edge.models.litert import ModelFileError, TFLiteModel, interpreter_c
 __all__ = [
     "DEFAULT_MODEL_DIR",
     "METADATA_FILENAME",
+    "ROLES",
     "VARIANTS",
     "CalibrationError",
     "Encoder",
+    "ExpressionModel",
+    "Fallback",
     "Generator",
     "LatentCalibration",
     "ModelFileError",

@@ -248,12 +248,16 @@ def build_calibration(
     seed: int = 0,
     progress: bool = True,
     head: bool = True,
+    expression_model: Any = None,
 ) -> tuple[LatentCalibration, dict[str, float]]:
     """Calibrate on a class-balanced FER2013 Training sample; score the fallback on PublicTest.
 
     The standardisation and class means come from the balanced sample. With ``head``, an
     expression head is fitted on all Training faces and kept if its macro-F1 on all of
-    PublicTest beats the class means'; both are recorded in ``info``.
+    PublicTest beats the class means'; both are recorded in ``info``. With an
+    ``expression_model`` (the export's, which then answers for new persons instead:
+    :mod:`clifer_edge.models.fallback`), it is scored on all of PublicTest too, and its scores
+    are the fallback's.
 
     Returns
     -------
@@ -316,7 +320,28 @@ def build_calibration(
                 **{f"publictest_head_{k}": v for k, v in with_head.items()},
             }
         )
-    elif balanced_test.size:
+    if expression_model is not None:
+        test = np.flatnonzero(
+            (splits == "PublicTest") & np.isin(dataset.labels, expression_model.vocabulary)
+        )
+        probabilities = _run_all(
+            expression_model.predict_proba,
+            expression_model.metadata,
+            dataset.images[test],
+            "calibrate: expression model",
+            progress,
+        )
+        vocabulary = list(expression_model.vocabulary)
+        predicted = [vocabulary[i] for i in np.argmax(probabilities, axis=1)]
+        scores = {**_scores(dataset.labels[test], predicted), "n_test": float(len(test))}
+        model_path = getattr(expression_model.model, "path", None)
+        calibration.info.update(
+            {
+                "expression_model_sha256": sha256_file(model_path) if model_path else None,
+                **{f"publictest_expression_model_{k}": v for k, v in scores.items()},
+            }
+        )
+    elif not head and balanced_test.size:
         points = calibration.to_memory(
             _encode_all(encoder, dataset.images[balanced_test], "calibrate: test", progress)
         )
@@ -337,15 +362,19 @@ def _scores(truth: np.ndarray, predicted: list[str]) -> dict[str, float]:
 
 def _encode_all(encoder: Any, images: np.ndarray, desc: str, progress: bool) -> np.ndarray:
     """Encode uint8 face crops in batches."""
+    return _run_all(encoder.encode, encoder.metadata, images, desc, progress)
+
+
+def _run_all(model: Any, meta: Any, images: np.ndarray, desc: str, progress: bool) -> np.ndarray:
+    """Prepare uint8 face crops and run ``model(faces)`` on them in batches."""
     from tqdm import tqdm
 
     from clifer_edge.preprocessing import preprocess_faces
 
-    meta = encoder.metadata
     batch = 64
     out = []
     steps = range(0, len(images), batch)
     for begin in tqdm(steps, desc=desc, unit="batch", leave=False, disable=not progress):
         faces = preprocess_faces(images[begin : begin + batch], meta.image_size, meta.channels)
-        out.append(np.asarray(encoder.encode(faces), dtype=np.float32))
+        out.append(np.asarray(model(faces), dtype=np.float32))
     return np.concatenate(out)

@@ -1,6 +1,8 @@
 """The Imagination model on the robot, run from the exported TFLite files.
 
 Encoder E maps a face to a latent vector; generator G maps a latent and an expression to a face.
+An export may add a third, optional model beside them: a standalone expression classifier
+(:class:`ExpressionModel`), the person-independent answer for a person not learned yet.
 
 Every export writes a sidecar ``metadata.json`` next to the models: input size and scaling, the
 latent size, the expression vocabulary (the order of G's one-hot condition) and a SHA-256 per file.
@@ -181,6 +183,36 @@ class _ImaginationPart:
             f"({expected}); the model and {METADATA_FILENAME} come from different exports"
         )
 
+    def _check_faces(self, faces: np.ndarray) -> np.ndarray:
+        """Preprocessed faces as float32; ValueError naming a wrong shape, NaN or scale."""
+        faces = np.asarray(faces, dtype=np.float32)
+        size, channels = self.metadata.image_size, self.metadata.channels
+        if faces.ndim != 4 or faces.shape[1:] != self.metadata.image_shape:
+            raise ValueError(
+                f"faces of shape {faces.shape} should be (n, {size}, {size}, {channels})"
+            )
+        if not np.all(np.isfinite(faces)):
+            raise ValueError("faces contain NaN or infinite values")
+        low, high = self.metadata.input_range
+        if faces.size and (faces.min() < low - 1e-3 or faces.max() > high + 1e-3):
+            raise ValueError(
+                f"face values {float(faces.min()):.3g}..{float(faces.max()):.3g} lie outside "
+                f"[{low:g}, {high:g}]; scale them with clifer_edge.preprocessing.preprocess_face"
+            )
+        return faces
+
+    def _check_image_input(self) -> None:
+        """One input, a face of the metadata's shape, and one output."""
+        if len(self.model.inputs) != 1 or len(self.model.outputs) != 1:
+            raise self._mismatch(
+                "number of inputs/outputs",
+                (len(self.model.inputs), len(self.model.outputs)),
+                "one image in, one output",
+            )
+        image_shape = tuple(abs(d) for d in self.model.inputs[0].shape[1:])
+        if image_shape != self.metadata.image_shape:
+            raise self._mismatch("input shape", image_shape, self.metadata.image_shape)
+
     def _run_batched(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         n = next(iter(inputs.values())).shape[0]
         step = self.max_batch
@@ -221,15 +253,7 @@ class Encoder(_ImaginationPart):
 
     def _check_shapes(self) -> None:
         meta = self.metadata
-        if len(self.model.inputs) != 1 or len(self.model.outputs) != 1:
-            raise self._mismatch(
-                "number of inputs/outputs",
-                (len(self.model.inputs), len(self.model.outputs)),
-                "one image in, one latent out",
-            )
-        image_shape = tuple(abs(d) for d in self.model.inputs[0].shape[1:])
-        if image_shape != meta.image_shape:
-            raise self._mismatch("input shape", image_shape, meta.image_shape)
+        self._check_image_input()
         latent_shape = tuple(abs(d) for d in self.model.outputs[0].shape[1:])
         if latent_shape != (meta.z_dim,):
             raise self._mismatch("latent shape", latent_shape, (meta.z_dim,))
@@ -246,20 +270,7 @@ class Encoder(_ImaginationPart):
         -------
         ndarray of shape (n, z_dim), float32 in [-1, 1]
         """
-        faces = np.asarray(faces, dtype=np.float32)
-        size, channels = self.metadata.image_size, self.metadata.channels
-        if faces.ndim != 4 or faces.shape[1:] != self.metadata.image_shape:
-            raise ValueError(
-                f"faces of shape {faces.shape} should be (n, {size}, {size}, {channels})"
-            )
-        if not np.all(np.isfinite(faces)):
-            raise ValueError("faces contain NaN or infinite values")
-        low, high = self.metadata.input_range
-        if faces.size and (faces.min() < low - 1e-3 or faces.max() > high + 1e-3):
-            raise ValueError(
-                f"face values {float(faces.min()):.3g}..{float(faces.max()):.3g} lie outside "
-                f"[{low:g}, {high:g}]; scale them with clifer_edge.preprocessing.preprocess_face"
-            )
+        faces = self._check_faces(faces)
         if faces.shape[0] == 0:
             return np.zeros((0, self.metadata.z_dim), np.float32)
         latents = self._run_batched({self.model.inputs[0].name: faces})
@@ -334,3 +345,41 @@ class Generator(_ImaginationPart):
             return np.zeros((0, *self.metadata.image_shape), np.float32)
         images = self._run_batched({"z": z, "expression": self.one_hot(expressions)})
         return np.clip(images, -1.0, 1.0)
+
+
+class ExpressionModel(_ImaginationPart):
+    """A standalone expression classifier: face -> probabilities over the metadata's vocabulary.
+
+    Optional third file of an export (``expression_<variant>.tflite``): a CNN trained on FER2013
+    alone (``python -m clifer_train.expression_classifier --stages fallback``). The encoder's
+    expression code serves the memories and the generator; this model only answers for persons
+    not learned yet, where a classifier with no other duty is more accurate
+    (:mod:`clifer_edge.models.fallback`). Parameters are those of :class:`Encoder`.
+    """
+
+    role = "expression"
+    max_batch = 16
+
+    def _check_shapes(self) -> None:
+        self._check_image_input()
+        classes = tuple(abs(d) for d in self.model.outputs[0].shape[1:])
+        if classes != (len(self.metadata.vocabulary),):
+            raise self._mismatch("output shape", classes, (len(self.metadata.vocabulary),))
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        """The classes, in the order of :meth:`predict_proba`'s columns."""
+        return self.metadata.vocabulary
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities of preprocessed faces, shape (n, n_classes), rows summing to 1.
+
+        The int8 model's quantised softmax is renormalised (its outputs sum to 1 only roughly).
+        """
+        faces = self._check_faces(faces)
+        if faces.shape[0] == 0:
+            return np.zeros((0, len(self.vocabulary)), np.float32)
+        scores = np.maximum(self._run_batched({self.model.inputs[0].name: faces}), 0.0)
+        total = scores.sum(axis=1, keepdims=True)
+        uniform = np.full_like(scores, 1.0 / scores.shape[1])
+        return np.where(total > 0, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)

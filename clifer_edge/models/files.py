@@ -1,11 +1,12 @@
 """Which files make an exported model and where they are: the one place that resolves them.
 
 An export (``clifer-export``) writes, per variant, ``encoder_<variant>.tflite`` and
-``generator_<variant>.tflite`` beside one ``metadata.json``; ``clifer-edge calibrate`` adds
-``calibration_<variant>.npz`` (the encoder's latent calibration). The runtime, the node (through
-the runtime's configuration), ``clifer-edge eval``/``demo``/``calibrate`` and the export checks all
-find these files through :class:`ModelFiles`, so a missing or foreign file gets the same one-line
-error everywhere.
+``generator_<variant>.tflite`` (and, optionally, ``expression_<variant>.tflite``, a standalone
+expression classifier for persons not learned yet) beside one ``metadata.json``;
+``clifer-edge calibrate`` adds ``calibration_<variant>.npz`` (the encoder's latent calibration).
+The runtime, the node (through the runtime's configuration), ``clifer-edge``
+``eval``/``demo``/``calibrate`` and the export checks all find these files through
+:class:`ModelFiles`, so a missing or foreign file gets the same one-line error everywhere.
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ from typing import Any
 
 from clifer_edge.fileio import sha256_file
 from clifer_edge.models.calibration import CalibrationError, LatentCalibration
-from clifer_edge.models.encoder_generator import METADATA_FILENAME, Encoder, Generator
+from clifer_edge.models.encoder_generator import (
+    METADATA_FILENAME,
+    Encoder,
+    ExpressionModel,
+    Generator,
+)
 from clifer_edge.models.litert import ModelFileError
 
 #: Variants the export writes (``encoder_<variant>.tflite``, ``generator_<variant>.tflite``).
 VARIANTS: tuple[str, ...] = ("int8", "float16", "float32")
+#: The models of an export: the Imagination model's halves and the optional expression model.
+ROLES: tuple[str, ...] = ("encoder", "generator", "expression")
 #: Directory of the models bundled with the package.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 
 
 def model_filename(role: str, variant: str) -> str:
     """File name of an exported model, e.g. ``encoder_int8.tflite``."""
-    if role not in ("encoder", "generator"):
-        raise ValueError(f"role={role!r} should be 'encoder' or 'generator'")
+    if role not in ROLES:
+        raise ValueError(f"role={role!r} should be one of {list(ROLES)}")
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r} should be one of {list(VARIANTS)}")
     return f"{role}_{variant}.tflite"
@@ -84,6 +92,10 @@ class ModelFiles:
         return self.directory / model_filename("generator", self.variant)
 
     @property
+    def expression(self) -> Path:
+        return self.directory / model_filename("expression", self.variant)
+
+    @property
     def metadata(self) -> Path:
         return self.directory / METADATA_FILENAME
 
@@ -111,6 +123,19 @@ class ModelFiles:
         generator = Generator(self.generator, self.metadata, num_threads)
         return encoder, generator
 
+    def load_expression(self, num_threads: int = 1) -> ExpressionModel | None:
+        """The export's expression model, or ``None`` where the export has none (then the
+        latent calibration answers for persons not learned yet).
+
+        Raises
+        ------
+        ModelFileError
+            If the file is there but truncated or does not match the metadata.
+        """
+        if not self.expression.exists():
+            return None
+        return ExpressionModel(self.expression, self.metadata, num_threads)
+
     def load_calibration(self, encoder: Any = None) -> LatentCalibration:
         """The latent calibration of the encoder file (of ``encoder``'s file if given).
 
@@ -134,6 +159,7 @@ class ModelFiles:
         files = {
             "encoder": self.encoder,
             "generator": self.generator,
+            "expression": self.expression,
             "metadata": self.metadata,
             "calibration": self.calibration,
         }

@@ -32,6 +32,7 @@ import numpy as np
 from clifer_edge.fileio import sha256_file
 from clifer_edge.labels import canonical_label
 from clifer_edge.models.calibration import CalibrationError, LatentCalibration
+from clifer_edge.models.fallback import Fallback
 from clifer_edge.models.files import source_file
 from clifer_edge.preprocessing import FaceBox, InvalidImageError, preprocess_face, validate_image
 from clifer_edge.runtime.config import RuntimeConfig, default_memory_factory, load_config
@@ -102,9 +103,12 @@ class ExpressionRuntime:
     detector : FaceDetector, optional
         Face detector for full frames; ``None`` builds the configured one on first use.
     calibration : LatentCalibration, optional
-        The memories' latent standardisation and the fallback classifier for new persons;
+        The memories' latent standardisation (and the fallback's classifier on latents);
         ``None``: the configured file (``models.calibration``, by default beside the models);
         a missing one is a :class:`CalibrationError` that says to run ``clifer-edge calibrate``.
+    fallback : Fallback, optional
+        The answer for persons not learned yet; ``None``: the configured export's expression
+        model if it has one, else the calibration's classifier (:mod:`clifer_edge.models.fallback`).
     clock : callable() -> float
         Time source of the idle timer (a simulation may pass its own).
 
@@ -126,6 +130,7 @@ class ExpressionRuntime:
         detector: Any = None,
         calibration: LatentCalibration | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fallback: Fallback | None = None,
     ) -> None:
         self.config = config if config is not None else load_config(None)
         if encoder is None or generator is None:
@@ -157,6 +162,19 @@ class ExpressionRuntime:
                 f"calibration has z_dim={calibration.z_dim}, the encoder {meta.z_dim}"
             )
         self.calibration = calibration
+        if fallback is None:
+            expression_model = self.config.model_files().load_expression(
+                self.config.models.num_threads
+            )
+            fallback = Fallback(calibration, expression_model)
+        if fallback.reads_faces and (
+            tuple(fallback.expression_model.metadata.image_shape) != tuple(meta.image_shape)
+        ):
+            raise ValueError(
+                f"the expression model takes {fallback.expression_model.metadata.image_shape} "
+                f"faces, the encoder {meta.image_shape}; export them together"
+            )
+        self.fallback = fallback
         self._lock = threading.RLock()
         self._timings = _Timings()
         self._closed = False
@@ -304,9 +322,11 @@ class ExpressionRuntime:
         """The fallback's answer for one prepared face; no person state is read or written."""
         self.scheduler.notify_activity()
         with self._lock:
-            latent = self.calibration.to_memory(self.encoder.encode(face[None]))
-            scores = self.calibration.predict_proba(latent)[0]
-            labels = self.calibration.labels
+            latent = None
+            if not self.fallback.reads_faces:
+                latent = self.calibration.to_memory(self.encoder.encode(face[None]))
+            scores = self.fallback.predict_proba(face[None], latent)[0]
+            labels = self.fallback.labels
             self.n_faces += 1
         best = int(np.argmax(scores))
         return FaceResult(
@@ -342,7 +362,7 @@ class ExpressionRuntime:
             for i, (latent, box) in enumerate(zip(latents, boxes, strict=True)):
                 state = self.persons.get(self._resolve_person(person_id, latent))
                 start = time.perf_counter()
-                result = self._classify(state, latent, box)
+                result = self._classify(state, latent, faces[i], box)
                 self._timings.add("classify", time.perf_counter() - start)
                 if label is not None:
                     self._add_to_episode(state, latent, label, faces[i])
@@ -363,7 +383,9 @@ class ExpressionRuntime:
             return self.identities.assign(latent)
         return self.config.persons.default_person
 
-    def _classify(self, state: PersonState, latent: np.ndarray, box: FaceBox | None) -> FaceResult:
+    def _classify(
+        self, state: PersonState, latent: np.ndarray, face: np.ndarray, box: FaceBox | None
+    ) -> FaceResult:
         if self.identities is not None:
             state.identity, state.identity_count = self.identities.update(state.person_id, latent)
             state.dirty = True
@@ -373,8 +395,8 @@ class ExpressionRuntime:
             labels = [str(name) for name in state.memory.classes_]
         else:
             memory = "fallback"
-            scores = self.calibration.predict_proba(latent[None])[0]
-            labels = self.calibration.labels
+            scores = self.fallback.predict_proba(face[None], latent[None])[0]
+            labels = self.fallback.labels
         best = int(np.argmax(scores))
         return FaceResult(
             person_id=state.person_id,
@@ -567,6 +589,7 @@ class ExpressionRuntime:
                     "latents": self.scheduler.total_latents,
                     "seconds": round(self.scheduler.total_seconds, 4),
                 },
+                "fallback": self.fallback.describe(),
                 "fallback_accuracy": self.calibration.info.get("publictest_accuracy"),
                 "timings": self._timings.summary(),
                 "persons": persons,

@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="clifer-train run directory (holds encoder.keras, generator.keras, train_info.json)",
     )
     parser.add_argument("--format", choices=[*VARIANTS, "all"], default="int8")
+    parser.add_argument(
+        "--expression-model",
+        default=None,
+        help="also export this expression classifier (.keras from clifer_train."
+        "expression_classifier, its .json beside it): the answer for persons not learned yet",
+    )
     parser.add_argument("--out", required=True, help="directory for the .tflite files and metadata")
     parser.add_argument(
         "--data",
@@ -61,13 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     with needs_extra("clifer-export"):  # TensorFlow, and the evaluation for --parity
         import keras  # noqa: F401
 
-        from clifer_export.convert import ExportError, export_run, load_run
+        from clifer_export.convert import (
+            ExportError,
+            export_run,
+            load_expression_model,
+            load_run,
+        )
         from clifer_export.parity import parity_report, write_report
 
     variants = list(VARIANTS) if args.format == "all" else [args.format]
     start = time.perf_counter()
     try:
         run = load_run(args.checkpoint)
+        expression_model = (
+            load_expression_model(args.expression_model, run) if args.expression_model else None
+        )
         metadata = export_run(
             run,
             args.out,
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             n_calibration=args.calibration_samples,
             seed=args.seed,
             progress=lambda message: print(f"clifer-export: {message}", file=sys.stderr),
+            expression_model=expression_model,
         )
     except (ExportError, DatasetError, ModelFileError) as error:
         print(f"clifer-export: error: {error}", file=sys.stderr)

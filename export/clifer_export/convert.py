@@ -9,6 +9,11 @@ Three variants per model (``encoder_<variant>.tflite``, ``generator_<variant>.tf
 - ``float16``: float16 weights, float32 compute (half the size of float32, no calibration).
 - ``float32``: the reference.
 
+With ``--expression-model FILE.keras`` (a classifier trained by ``python -m
+clifer_train.expression_classifier --stages fallback``) a third file,
+``expression_<variant>.tflite``, joins them: the robot's answer for persons not learned yet
+(:mod:`clifer_edge.models.fallback`), calibrated on the same faces as the encoder.
+
 Next to the models goes ``metadata.json`` (:class:`clifer_edge.models.ModelMetadata`): input size
 and scaling, latent size, vocabulary, the tensors' quantisation parameters, the training data and
 commit, and each file's SHA-256 so that the robot can refuse a damaged copy.
@@ -288,6 +293,51 @@ def _model_entry(path: Path, role: str, variant: str) -> dict[str, Any]:
     }
 
 
+def load_expression_model(
+    path: str | os.PathLike[str], run: TrainedRun
+) -> tuple[Any, dict[str, Any]]:
+    """A trained expression classifier (``.keras``) and its report (``.json`` beside it).
+
+    Raises
+    ------
+    ExportError
+        If a file is missing or unreadable, or the model does not take the encoder's faces or
+        name the generator's expressions in the same order.
+    """
+    path = Path(path)
+    report_path = path.with_suffix(".json")
+    if not path.exists() or not report_path.exists():
+        raise ExportError(
+            f"expression model {path} or its report {report_path.name} not found; train it with "
+            "`python -m clifer_train.expression_classifier --stages fallback --out FILE.keras`"
+        )
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        model = _keras().models.load_model(path, compile=False)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"expression model {path}: cannot load it ({error})") from None
+    image_shape = (run.image_size, run.image_size, run.channels)
+    if tuple(model.inputs[0].shape[1:]) != image_shape:
+        raise ExportError(
+            f"expression model {path} takes {tuple(model.inputs[0].shape[1:])} faces, the "
+            f"encoder {image_shape}"
+        )
+    vocabulary = tuple(report.get("vocabulary", ()))
+    if vocabulary != tuple(run.vocabulary) or int(model.outputs[0].shape[-1]) != len(vocabulary):
+        raise ExportError(
+            f"expression model {path} names {list(vocabulary)}, the generator "
+            f"{list(run.vocabulary)}: they must agree, in order"
+        )
+    return model, report
+
+
+def _expression_training(report: dict[str, Any]) -> dict[str, Any]:
+    """What the metadata keeps of an expression model's training report."""
+    keys = ("data", "train_split", "train_faces", "epochs", "architecture", "parameters")
+    keys += ("kept_epoch", "class_weights", "test_split", "test_accuracy")
+    return {key: report[key] for key in keys if key in report} | {"terms": WEIGHTS_TERMS}
+
+
 def export_run(
     run: TrainedRun,
     out_dir: str | os.PathLike[str],
@@ -296,8 +346,12 @@ def export_run(
     n_calibration: int = DEFAULT_CALIBRATION_SAMPLES,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    expression_model: tuple[Any, dict[str, Any]] | None = None,
 ) -> ModelMetadata:
     """Export the run's encoder and generator in ``variants`` to ``out_dir`` with ``metadata.json``.
+
+    ``expression_model`` (from :func:`load_expression_model`) is exported beside them, its
+    report's training figures recorded in its metadata entry (``training``).
 
     Entries of an existing ``metadata.json`` in ``out_dir`` are kept for files of other variants
     that came from the same training run (same ``training`` record) and still match their hash;
@@ -320,6 +374,8 @@ def export_run(
             "encoder": {input_name(run.encoder.inputs[0]): faces},
             "generator": {"z": latents, "expression": conditions},
         }
+        if expression_model is not None:
+            representative["expression"] = {input_name(expression_model[0].inputs[0]): faces}
         calibration = {
             "data": Path(dataset.source).name,
             "split": run.info.get("train_split", "Training")
@@ -334,6 +390,8 @@ def export_run(
     # One dense layer instead of two over slices of z: the int8 converter keeps such a slice's
     # layer in float32 (docs/export.md).
     models = {"encoder": run.encoder, "generator": fold_expression_code(run.generator)}
+    if expression_model is not None:
+        models["expression"] = expression_model[0]
     entries: dict[str, dict[str, Any]] = {}
     for variant in variants:
         for role, model in models.items():
@@ -343,6 +401,8 @@ def export_run(
             with atomic_path(path) as tmp:
                 tmp.write_bytes(content)
             entries[path.name] = _model_entry(path, role, variant)
+            if role == "expression" and expression_model is not None:
+                entries[path.name]["training"] = _expression_training(expression_model[1])
     training = training_record(run)
     previous = out / METADATA_FILENAME
     if previous.exists():

@@ -61,21 +61,25 @@ def quality_markdown(quality: dict[str, Any]) -> str:
 
 def bench_markdown(bench: dict[str, Any]) -> str:
     """Latency per face, p50 (p99) in milliseconds, per variant and thread count."""
-    lines = [
-        "| model | threads | encoder, 1 face | encoder, batch of 64 (per face) | "
-        "generator, 1 face | generator, batch of 64 (per face) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    parts = [
+        "encoder_one_face",
+        "encoder_batch64_per_face",
+        "generator_one_face",
+        "generator_batch64_per_face",
     ]
+    header = (
+        "| model | threads | encoder, 1 face | encoder, batch of 64 (per face) | "
+        "generator, 1 face | generator, batch of 64 (per face) |"
+    )
+    if "expression_model_one_face" in bench.get("int8", {}).get("1_threads", {}):
+        parts.append("expression_model_one_face")
+        header += " expression model, 1 face |"
+    lines = [header, "| --- | ---: |" + " ---: |" * len(parts)]
     for variant in ("int8", "float32"):
         for key, r in bench.get(variant, {}).items():
             cells = [
-                f"{r[part]['p50_ms']:.3f} ({r[part]['p99_ms']:.3f})"
-                for part in (
-                    "encoder_one_face",
-                    "encoder_batch64_per_face",
-                    "generator_one_face",
-                    "generator_batch64_per_face",
-                )
+                f"{r[part]['p50_ms']:.3f} ({r[part]['p99_ms']:.3f})" if part in r else "-"
+                for part in parts
             ]
             lines.append(f"| {variant} | {key.split('_')[0]} | {' | '.join(cells)} |")
     lines.append("")

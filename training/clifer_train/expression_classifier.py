@@ -1,13 +1,19 @@
-"""An independent expression classifier, the judge of the Imagination model's expression control.
+"""Standalone FER2013 expression classifiers: the judge of imagination, and the robot's fallback.
 
-To measure whether the generator really shows expression ``c`` in ``G(E(x), c)``, a classifier that
-has never seen the CAAE looks at the imagined faces. This is a small CNN trained on FER2013's
-Training split only (PublicTest is kept for the measurement), with the faces prepared by the one
-shared preprocessing function and augmented by the training pipeline (mirror, rotation, zoom,
-shift, brightness, contrast: :func:`clifer_train.data.augment`). It has its own architecture and
-seed: it shares no weights with the encoder it judges.
+Two uses, one training recipe (FER2013's Training split only, PublicTest kept for the
+measurement; faces prepared by the one shared preprocessing function and augmented by the
+training pipeline: mirror, rotation, zoom, shift, brightness, contrast,
+:func:`clifer_train.data.augment`; a class-weighted loss):
 
-Run: ``python -m clifer_train.expression_classifier --data fer2013.npz --out runs/judge.keras``.
+- ``--stages judge``: a small CNN that looks at imagined faces to measure whether the generator
+  shows expression ``c`` in ``G(E(x), c)``. It shares no weights with the encoder it judges.
+- ``--stages fallback --keep last``: a wider CNN that the robot runs for persons it has not
+  learned yet (``clifer-export --expression-model``; :mod:`clifer_edge.models.fallback`). The
+  encoder's expression code also has to serve the memories and the generator, and at the
+  encoder's width it reaches 0.58 on PublicTest; a classifier with no other duty does better.
+
+Run: ``python -m clifer_train.expression_classifier --data fer2013.npz --out runs/judge.keras``
+(under either Keras backend; an interrupted run resumes when started again the same way).
 """
 
 from __future__ import annotations
@@ -26,21 +32,31 @@ from clifer_edge.datasets import FaceDataset, load_npz
 from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.preprocessing import preprocess_faces
 
+#: The judge's stages (filters, 3x3 convolutions before each 2x2 max pooling): ~20 M
+#: multiply-adds per face, small on purpose (a fair judge that trains on a CPU in minutes).
+JUDGE_STAGES: tuple[tuple[int, int], ...] = ((16, 1), (32, 2), (64, 2), (128, 1))
+#: The fallback's stages (``--stages fallback``): the robot's person-independent answer, so
+#: accuracy counts more; ~120 M multiply-adds per face, 1.8 M parameters.
+FALLBACK_STAGES: tuple[tuple[int, int], ...] = ((32, 2), (64, 2), (128, 2), (256, 2))
+NAMED_STAGES = {"judge": (JUDGE_STAGES, 128), "fallback": (FALLBACK_STAGES, 256)}
+
 
 def build_classifier(
-    image_size: int = 48, channels: int = 1, n_classes: int = len(BASIC_EXPRESSIONS)
+    image_size: int = 48,
+    channels: int = 1,
+    n_classes: int = len(BASIC_EXPRESSIONS),
+    stages: tuple[tuple[int, int], ...] = JUDGE_STAGES,
+    dense: int = 128,
 ) -> Any:
-    """A VGG-style CNN (16-32-64-128 filters, ~20 M multiply-adds per face).
-
-    Small on purpose: it only has to be a fair, independent judge, and train on a CPU in minutes.
-    """
+    """A VGG-style CNN: ``stages`` of 3x3 convolutions (batch norm, ReLU) and 2x2 max pooling,
+    then dropout, a dense layer of ``dense`` units, dropout and the softmax ``expression``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, channels), name="image")
     x = inputs
-    for filters, convs in ((16, 1), (32, 2), (64, 2), (128, 1)):
+    for filters, convs in stages:
         for _ in range(convs):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization()(x)
@@ -48,7 +64,7 @@ def build_classifier(
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.4)(x)
-    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dense(dense, activation="relu")(x)
     x = layers.Dropout(0.4)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="expression")(x)
     return keras.Model(inputs, outputs, name="expression_classifier")
@@ -109,8 +125,17 @@ def train_classifier(
     seed: int = 0,
     limit: int | None = None,
     balanced: bool = True,
+    stages: str = "judge",
+    keep: str = "best",
 ) -> dict[str, Any]:
-    """Train on the Training split, keep the epoch best on PublicTest, save model and a report.
+    """Train on the Training split, save the model and a report scored on PublicTest.
+
+    ``stages`` names the architecture (:data:`NAMED_STAGES`). ``keep="best"`` saves the epoch
+    best on PublicTest (the judge: its per-class recall matters, it is not scored itself);
+    ``keep="last"`` saves every epoch and so keeps the last one, as for a model whose PublicTest
+    score is reported (the robot's fallback): no epoch is chosen on the data it is scored on.
+    Each epoch is backed up next to ``out`` (``<out>.backup/``), so an interrupted run started
+    again with the same arguments resumes where it stopped (model, optimiser, epoch).
 
     With ``balanced`` the loss weighs each class by the square root of its inverse frequency
     (:func:`clifer_train.data.class_weights`): FER2013 has 16 times more happy than disgusted
@@ -119,6 +144,10 @@ def train_classifier(
 
     Returns the report (also written next to the model as ``<out>.json``).
     """
+    if stages not in NAMED_STAGES or keep not in ("best", "last"):
+        raise ValueError(
+            f"stages {stages!r} / keep {keep!r}: use one of {sorted(NAMED_STAGES)} / best, last"
+        )
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -140,7 +169,8 @@ def train_classifier(
     faces = data_lib.FaceArrays(x_train, y_train, BASIC_EXPRESSIONS)
     batches = data_lib.FaceBatches(faces, cfg, weighted=balanced)
     steps = len(batches)
-    model = build_classifier(x_train.shape[1], x_train.shape[3])
+    layout, dense = NAMED_STAGES[stages]
+    model = build_classifier(x_train.shape[1], x_train.shape[3], stages=layout, dense=dense)
     model.compile(
         optimizer=keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(1e-3, epochs * steps, alpha=0.01)
@@ -159,7 +189,10 @@ def train_classifier(
         callbacks=[
             data_lib.FollowEpochs(batches),
             balanced_accuracy_callback(x_test, y_test),
-            keras.callbacks.ModelCheckpoint(out, monitor=monitor, mode="max", save_best_only=True),
+            keras.callbacks.ModelCheckpoint(
+                out, monitor=monitor, mode="max", save_best_only=keep == "best"
+            ),
+            keras.callbacks.BackupAndRestore(out.with_name(out.name + ".backup")),
         ],
         shuffle=False,
         verbose=2,
@@ -174,6 +207,9 @@ def train_classifier(
         "test_split": "PublicTest",
         "test_faces": len(test),
         "epochs": epochs,
+        "architecture": stages,
+        "parameters": int(best.count_params()),
+        "kept_epoch": keep,
         "class_weights": "sqrt of inverse frequency" if balanced else "none",
         "train_seconds": round(seconds, 1),
         "test_accuracy": float(np.mean(predicted == y_test)),
@@ -208,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="train on this many faces only")
     parser.add_argument("--unbalanced", action="store_true", help="no class weights")
+    parser.add_argument("--stages", choices=sorted(NAMED_STAGES), default="judge")
+    parser.add_argument("--keep", choices=("best", "last"), default="best", help="epoch to save")
     args = parser.parse_args(argv)
     report = train_classifier(
         args.data,
@@ -217,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seed,
         args.limit,
         balanced=not args.unbalanced,
+        stages=args.stages,
+        keep=args.keep,
     )
     print(json.dumps(report, indent=2))
     return 0
