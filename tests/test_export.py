@@ -219,6 +219,7 @@ def test_expression_classifier_tool_trains_and_reports(data_dir: Path, tmp_path:
     judge = load_classifier(tmp_path / "judge.keras")
     assert judge.output_shape == (None, 7)
     assert json.loads((tmp_path / "judge.json").read_text())["epochs"] == 1
+    assert (tmp_path / "judge.png").stat().st_size > 1000  # its accuracy curves
 
 
 def test_interrupted_classifier_training_resumes(
@@ -245,6 +246,7 @@ def test_interrupted_classifier_training_resumes(
     assert backup.is_dir() and out.exists()  # epoch 1 saved and backed up
     report = train_classifier(data_dir / "fer2013.npz", out, **arguments)
     assert len(report["val_accuracy_per_epoch"]) == 1  # only the second epoch ran
+    assert report["first_epoch"] == 2
     assert not backup.exists()  # a finished run leaves no backup behind
     with pytest.raises(ValueError, match="stages 'huge'"):
         train_classifier(data_dir / "fer2013.npz", out, epochs=1, limit=64, stages="huge")

@@ -218,6 +218,8 @@ def train_classifier(
             np.mean(list(per_class_accuracy(y_test, predicted).values()))
         ),
         "checkpoint_monitor": monitor,
+        "first_epoch": epochs - len(history.history["val_accuracy"]) + 1,
+        "accuracy_per_epoch": [float(v) for v in history.history["accuracy"]],
         "val_accuracy_per_epoch": [float(v) for v in history.history["val_accuracy"]],
         "val_balanced_accuracy_per_epoch": [
             float(v) for v in history.history.get("val_balanced_accuracy", [])
@@ -225,7 +227,23 @@ def train_classifier(
         "vocabulary": list(BASIC_EXPRESSIONS),
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    plot_report(report, out.with_suffix(".png"))
     return report
+
+
+def plot_report(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Accuracy per epoch (training, and PublicTest plain and class-balanced) as a plot."""
+    from clifer_train.records import plot_history
+
+    keys = ("accuracy", "val_accuracy", "val_balanced_accuracy")
+    series = {key: report.get(f"{key}_per_epoch", []) for key in keys}
+    n = max(len(values) for values in series.values())
+    first = int(report.get("first_epoch", report.get("epochs", n) - n + 1))
+    rows = [
+        {"epoch": first + i, **{k: v[i] for k, v in series.items() if i < len(v)}} for i in range(n)
+    ]
+    title = f"{report.get('architecture', 'judge')} classifier, FER2013 (accuracy)"
+    plot_history(rows, Path(path), {title: list(keys)})
 
 
 def load_classifier(path: str | os.PathLike[str]) -> Any:
