@@ -291,11 +291,17 @@ def test_expression_model_exports_and_matches_keras(
     model = files.load_expression()
     assert model is not None and model.vocabulary == tuple(tiny_run.vocabulary)
     assert "expression" in files.provenance()
-    probabilities = model.predict_proba(test_faces)
+    probabilities = model.predict_proba(test_faces, mirror=False)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     keras_probabilities = load_classifier(classifier_file).predict(test_faces, verbose=0)
     # int8 softmax: steps of 1/256, a few of them at worst
     assert np.mean(np.abs(probabilities - keras_probabilities)) < 4 / 256
+    # by default each face is averaged with its mirror image
+    assert model.mirror
+    mirrored = model.predict_proba(test_faces[:, :, ::-1], mirror=False)
+    np.testing.assert_allclose(
+        model.predict_proba(test_faces), (probabilities + mirrored) / 2.0, atol=1e-4
+    )
     assert model.predict_proba(test_faces[:0]).shape == (0, 7)
     with pytest.raises(ValueError, match="outside"):
         model.predict_proba(test_faces[:2] * 3.0)

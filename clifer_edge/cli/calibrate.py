@@ -81,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
             f"expression model {files.expression.name} on all of FER2013 PublicTest "
             f"({int(info['publictest_expression_model_n_test'])} faces): accuracy "
             f"{info['publictest_expression_model_accuracy']:.3f} / macro F1 "
-            f"{info['publictest_expression_model_macro_f1']:.3f}; it answers for new persons"
+            f"{info['publictest_expression_model_macro_f1']:.3f} (face alone "
+            f"{info['publictest_expression_model_plain_accuracy']:.3f} / "
+            f"{info['publictest_expression_model_plain_macro_f1']:.3f}, averaged with its mirror "
+            f"image {info['publictest_expression_model_mirrored_accuracy']:.3f} / "
+            f"{info['publictest_expression_model_mirrored_macro_f1']:.3f}); it answers for new "
+            "persons"
         )
     sample = "all" if "fallback" in info or expression_model is not None else "class-balanced"
     print(

@@ -324,21 +324,31 @@ def build_calibration(
         test = np.flatnonzero(
             (splits == "PublicTest") & np.isin(dataset.labels, expression_model.vocabulary)
         )
-        probabilities = _run_all(
-            expression_model.predict_proba,
-            expression_model.metadata,
-            dataset.images[test],
-            "calibrate: expression model",
-            progress,
-        )
         vocabulary = list(expression_model.vocabulary)
-        predicted = [vocabulary[i] for i in np.argmax(probabilities, axis=1)]
-        scores = {**_scores(dataset.labels[test], predicted), "n_test": float(len(test))}
+        by_view = {}
+        for mirror in (False, True):  # the face alone, and averaged with its mirror image
+            probabilities = _run_all(
+                lambda faces, mirror=mirror: expression_model.predict_proba(faces, mirror),
+                expression_model.metadata,
+                dataset.images[test],
+                "calibrate: expression model",
+                progress,
+            )
+            predicted = [vocabulary[i] for i in np.argmax(probabilities, axis=1)]
+            by_view[mirror] = {**_scores(dataset.labels[test], predicted), "n_test": len(test)}
+        scores = {k: float(v) for k, v in by_view[expression_model.mirror].items()}
         model_path = getattr(expression_model.model, "path", None)
         calibration.info.update(
             {
                 "expression_model_sha256": sha256_file(model_path) if model_path else None,
+                "expression_model_mirror": expression_model.mirror,
                 **{f"publictest_expression_model_{k}": v for k, v in scores.items()},
+                **{
+                    f"publictest_expression_model_{view}_{k}": float(v)
+                    for mirror, view in ((False, "plain"), (True, "mirrored"))
+                    for k, v in by_view[mirror].items()
+                    if k != "n_test"
+                },
             }
         )
     elif not head and balanced_test.size:

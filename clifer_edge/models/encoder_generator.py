@@ -354,11 +354,24 @@ class ExpressionModel(_ImaginationPart):
     alone (``python -m clifer_train.expression_classifier --stages fallback``). The encoder's
     expression code serves the memories and the generator; this model only answers for persons
     not learned yet, where a classifier with no other duty is more accurate
-    (:mod:`clifer_edge.models.fallback`). Parameters are those of :class:`Encoder`.
+    (:mod:`clifer_edge.models.fallback`). Parameters are those of :class:`Encoder`, plus
+    ``mirror``: average the probabilities of each face and its mirror image (twice the compute;
+    +1.1 points of FER2013 PublicTest accuracy for the float default model: docs/training.md).
     """
 
     role = "expression"
     max_batch = 16
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        metadata_path: str | os.PathLike[str] | None = None,
+        num_threads: int = 1,
+        backend: str | None = None,
+        mirror: bool = True,
+    ) -> None:
+        super().__init__(path, metadata_path, num_threads, backend)
+        self.mirror = mirror
 
     def _check_shapes(self) -> None:
         self._check_image_input()
@@ -371,15 +384,21 @@ class ExpressionModel(_ImaginationPart):
         """The classes, in the order of :meth:`predict_proba`'s columns."""
         return self.metadata.vocabulary
 
-    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+    def predict_proba(self, faces: np.ndarray, mirror: bool | None = None) -> np.ndarray:
         """Class probabilities of preprocessed faces, shape (n, n_classes), rows summing to 1.
 
-        The int8 model's quantised softmax is renormalised (its outputs sum to 1 only roughly).
+        With ``mirror`` (default: the model's setting) each face's are averaged with its mirror
+        image's. The int8 model's quantised softmax is renormalised (its outputs sum to 1 only
+        roughly).
         """
         faces = self._check_faces(faces)
         if faces.shape[0] == 0:
             return np.zeros((0, len(self.vocabulary)), np.float32)
-        scores = np.maximum(self._run_batched({self.model.inputs[0].name: faces}), 0.0)
+        name = self.model.inputs[0].name
+        scores = np.maximum(self._run_batched({name: faces}), 0.0)
+        if self.mirror if mirror is None else mirror:
+            mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+            scores = (scores + np.maximum(self._run_batched({name: mirrored}), 0.0)) / 2.0
         total = scores.sum(axis=1, keepdims=True)
         uniform = np.full_like(scores, 1.0 / scores.shape[1])
         return np.where(total > 0, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)
