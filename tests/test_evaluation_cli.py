@@ -77,7 +77,15 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
         assert baseline["n_subjects"] == 2 and set(baseline["per_subject"]) == {"S011", "S014"}
         assert 0.0 <= baseline["f1_mean"] <= 1.0
     assert document["features"]["latent_space"] == "calibrated"
-    assert set(document["models"]) == {"encoder", "generator", "metadata", "calibration"}
+    assert set(document["models"]) == {
+        "encoder",
+        "generator",
+        "expression",
+        "metadata",
+        "calibration",
+    }
+    # the bundled export has an expression model: it, not the latent, answers new persons
+    assert "the expression model" in baselines["fallback"]["description"]
     # the fallback is scored on the same unseen-class faces: one value for every condition
     fallback = {
         r["unseen_acc_fallback_steps_mean"] for r in document["summary"] if r["experiment"] == 2
@@ -108,11 +116,15 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     assert document["face_detection"]["margin"] == FER2013_MARGIN["yunet"]
     assert document["leaks_near_duplicates"] is False
     assert len(document["orders"]) == 7 and len(document["order_comparison"]) == 4
-    assert "static_baseline" not in document and "few_shot" not in document
+    assert "few_shot" not in document
     assert "calibration" not in document["models"]
     assert document["features"]["latent_scale"] == 2.0
-    # raw latents: no fallback to score beside the memories
-    assert all(r["unseen_acc_fallback_steps_mean"] is None for r in document["summary"])
+    # raw latents, no calibration: the fallback is still the export's expression model, which
+    # reads the faces, so it is scored beside the memories (and alone as a static baseline)
+    (baseline,) = document["static_baseline"]["classifiers"]
+    assert baseline["name"] == "fallback" and "expression model" in baseline["description"]
+    unseen = {r["unseen_acc_fallback_steps_mean"] for r in document["summary"]}
+    assert None in unseen and len(unseen) == 2  # Exp. 1 has no unseen faces
     assert (out / "orders.png").exists()
     assert "Kruskal" in (out / "report.md").read_text()
 
