@@ -131,9 +131,12 @@ class FaceSender:
         image_topic: str,
         expression_topic: str,
         node: NodeProcess | None = None,
+        world: Ros4hriWorld | None = None,
     ) -> None:
         """``expression_topic``: the node's ``~/expressions`` (clifer_msgs/Expression); with
-        ``node``, a face left unanswered reports the node's last diagnostics and log."""
+        ``node``, a face left unanswered reports the node's last diagnostics and log; with
+        ``world``, its tracked lists are published again with every resend (another node's
+        latched list may reach the node under test late: see :meth:`Ros4hriWorld.track`)."""
         from clifer_msgs.msg import Expression
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
@@ -142,6 +145,7 @@ class FaceSender:
         self.pub = driver.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
         self.expressions = driver.collect(Expression, expression_topic)
         self.node = node
+        self.world = world
         self.diagnostics = _diagnostics_of(driver, node.name) if node is not None else None
 
     def send(self, image: np.ndarray, encoding: str | None = None, timeout: float = 30.0) -> Any:
@@ -151,9 +155,12 @@ class FaceSender:
         def answered() -> Any:
             return next((e for e in self.expressions if e.header.stamp == stamp), None)
 
-        ok = self.driver.spin_until(
-            lambda: answered() is not None, timeout, every=lambda: self.pub.publish(msg)
-        )
+        def resend() -> None:
+            if self.world is not None:
+                self.world.republish()
+            self.pub.publish(msg)
+
+        ok = self.driver.spin_until(lambda: answered() is not None, timeout, every=resend)
         assert ok, f"no Expression for the face sent at {stamp}" + self._state()
         return answered()
 
@@ -421,17 +428,24 @@ class Ros4hriWorld:
         self.faces = driver.node.create_publisher(IdsList, "/humans/faces/tracked", _latched())
         self.persons = driver.node.create_publisher(IdsList, "/humans/persons/tracked", _latched())
         self.person_pubs: dict[str, Any] = {}
+        self.lists: tuple[list[str], list[str]] | None = None
+
+    def republish(self) -> None:
+        """Publish the last tracked lists again (if :meth:`track` published any)."""
+        from hri_msgs.msg import IdsList
+
+        if self.lists is not None:
+            self.faces.publish(IdsList(ids=self.lists[0]))
+            self.persons.publish(IdsList(ids=self.lists[1]))
 
     def track(self, faces: list[str], persons: list[str], node: str | None = None) -> None:
         """Publish the tracked lists; with ``node``, until its diagnostics count them. Another
         node in the test's domain (the camera-mode node) also publishes ``/humans/faces/tracked``,
-        latched: the node under test may take that list after ours, as a robot would."""
-        from hri_msgs.msg import IdsList
-
-        def publish() -> None:
-            self.faces.publish(IdsList(ids=faces))
-            self.persons.publish(IdsList(ids=persons))
-
+        latched: the node under test may take that list after ours, as a robot would, even after
+        its diagnostics counted ours (DDS discovery of that node can finish late), so senders
+        given this world publish the lists again while they wait."""
+        self.lists = (list(faces), list(persons))
+        publish = self.republish
         publish()
         if node is None:
             return
@@ -490,8 +504,12 @@ def test_ros4hri_cropped_faces_use_persistent_person_ids(hri_node, driver, ckplu
     world.person("bob", "fa1")
     world.track(["fa1", "fb2"], ["bob"], node="clifer_hri")
 
-    bob = FaceSender(driver, "/humans/faces/fa1/cropped", "/clifer_hri/expressions", hri_node)
-    stranger = FaceSender(driver, "/humans/faces/fb2/cropped", "/clifer_hri/expressions", hri_node)
+    bob = FaceSender(
+        driver, "/humans/faces/fa1/cropped", "/clifer_hri/expressions", hri_node, world
+    )
+    stranger = FaceSender(
+        driver, "/humans/faces/fb2/cropped", "/clifer_hri/expressions", hri_node, world
+    )
     happy = faces_of(ckplus, HRI_SUBJECT, "happiness")
     sad = faces_of(ckplus, HRI_SUBJECT, "sadness")
 
@@ -516,8 +534,12 @@ def test_ros4hri_cropped_faces_use_persistent_person_ids(hri_node, driver, ckplu
     world.person("robert", "fc3", alias="bob")
     world.person("anon7", "fd4", anonymous=True)
     world.track(["fa1", "fb2", "fc3", "fd4"], ["bob", "robert", "anon7"], node="clifer_hri")
-    robert = FaceSender(driver, "/humans/faces/fc3/cropped", "/clifer_hri/expressions", hri_node)
-    anon = FaceSender(driver, "/humans/faces/fd4/cropped", "/clifer_hri/expressions", hri_node)
+    robert = FaceSender(
+        driver, "/humans/faces/fc3/cropped", "/clifer_hri/expressions", hri_node, world
+    )
+    anon = FaceSender(
+        driver, "/humans/faces/fd4/cropped", "/clifer_hri/expressions", hri_node, world
+    )
     answer = robert.send(happy[1])
     while answer.person_id != "bob" and time.monotonic() < deadline + 20.0:
         answer = robert.send(happy[1])
