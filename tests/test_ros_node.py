@@ -445,8 +445,7 @@ class Ros4hriWorld:
         its diagnostics counted ours (DDS discovery of that node can finish late), so senders
         given this world publish the lists again while they wait."""
         self.lists = (list(faces), list(persons))
-        publish = self.republish
-        publish()
+        self.republish()
         if node is None:
             return
         latest = _diagnostics_of(self.driver, node)
@@ -456,7 +455,7 @@ class Ros4hriWorld:
                 (d := latest()) is not None and (d["tracked faces"], d["tracked persons"]) == counts
             ),
             15.0,
-            every=publish,
+            every=self.republish,
             period=0.5,
         ), f"{node} does not track {faces} and {persons}: {latest()}"
 
