@@ -10,6 +10,9 @@ Measured on real faces (CK+ crops; JAFFE full frames for the detection path), on
 - peak RSS of the process (``ru_maxrss``) after everything;
 - imagination: seconds to imagine 200 prototypes x 6 expressions (generate + encode), and the
   full scheduler (plus training both memories) on the same work;
+- learning: the wall time of training the memories on the 5 persons' labelled episodes, with
+  each episode followed by RNAT replay (``learning.replay``, the default) and without it (the
+  baseline, ratio printed);
 - preemption: how long a face waits, and how long until the scheduler yields, when a face arrives
   during imagination (over ``--trials`` arrivals at random moments).
 
@@ -161,6 +164,38 @@ def bench_scheduler(directory: str, ck, persons: list[str], trials: int) -> dict
     }
 
 
+def bench_learning(directory: str, ck, persons: list[str], rounds: int = 5) -> dict:
+    """Learning the persons' labelled CK+ faces, with and without replay after each episode
+    (rounds alternate between the two; the median round is reported)."""
+    per_episode: dict[bool, list[float]] = {False: [], True: []}
+    counts: dict[bool, tuple[int, int]] = {}
+    for round_ in range(rounds + 1):  # round 0 warms up (imports, first calls) and is dropped
+        for replay in (False, True):
+            folder = os.path.join(directory, f"learning_{round_}_{replay}")
+            rt = _runtime(folder, learning={"replay": replay})
+            _teach_persons(rt, ck, persons)
+            stats = rt.stats()
+            rt.close()
+            episodes = sum(p["episodes"] for p in stats["persons"].values())
+            learn = stats["timings"]["learn"]
+            counts[replay] = (episodes, learn["count"])
+            if round_:
+                per_episode[replay].append(1000.0 * learn["total_s"] / episodes)
+    results: dict = {}
+    for replay in (False, True):
+        results["with_replay" if replay else "without_replay"] = {
+            "episodes": counts[replay][0],
+            "faces": counts[replay][1],
+            "ms_per_episode_median": round(float(np.median(per_episode[replay])), 3),
+        }
+    results["ratio_with_to_without"] = round(
+        results["with_replay"]["ms_per_episode_median"]
+        / results["without_replay"]["ms_per_episode_median"],
+        2,
+    )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=600, help="faces per throughput run")
@@ -191,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         results["imagination_200x6"] = bench_imagination(rt, ck)
         rt.close()
         results["scheduler"] = bench_scheduler(directory, ck, persons, args.trials)
+        results["learning"] = bench_learning(directory, ck, persons)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     text = json.dumps(results, indent=2)
     print(text)

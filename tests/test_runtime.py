@@ -100,6 +100,37 @@ def test_one_subject_learned_end_to_end(tmp_path, models, subjects):
     rt.close()
 
 
+@pytest.mark.parametrize("replay", [True, False])
+def test_each_episode_is_rehearsed_with_rnat_replay_unless_turned_off(
+    tmp_path, models, subjects, replay
+):
+    """The robot learns as the evaluation's replay and clifer conditions do: each real episode is
+    followed by RNAT pseudo-replay (``learning.replay``), bit for bit as by hand."""
+    subject, classes = subjects[0], subjects[0].classes[:3]
+    rt = make_runtime(
+        tmp_path,
+        models,
+        learning={"replay": replay, "episode_size": 4096},  # one episode per class
+        imagination={"enabled": False},
+    )
+    learn_classes(rt, subject, classes)
+    state = rt.persons.get(subject.name)
+    twin = rt.persons.memory_factory(subject.name)
+    start = 0
+    for label in classes:
+        count = len(subject.train(label))
+        twin.partial_fit(state.real_latents[start : start + count], [label] * count)
+        if replay:
+            twin.replay()
+        start += count
+    assert start == len(state.real_latents) and state.n_episodes == len(classes)
+    for network in ("episodic_", "semantic_"):
+        np.testing.assert_array_equal(
+            getattr(state.memory, network).prototypes(), getattr(twin, network).prototypes()
+        )
+    rt.close()
+
+
 def test_semantic_memory_can_answer(tmp_path, models, subjects):
     rt = make_runtime(tmp_path, models, memory={"answer": "semantic"})
     learn_classes(rt, subjects[0], subjects[0].classes[:2])

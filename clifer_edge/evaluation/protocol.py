@@ -9,12 +9,13 @@ subject's held-out faces:
 
 Conditions (Churamani & Gunes 2020): ``mlp`` (an MLP retrained from scratch on everything seen
 so far, the batch-learning baseline), ``gdm`` (Growing Dual Memory), ``replay`` (GDM with RNAT
-pseudo-rehearsal after every episode) and ``clifer`` (``replay`` plus imagination after every
-class: the robot's own :class:`~clifer_edge.runtime.scheduler.ImaginationScheduler` runs on the
-subject's memory as in an idle period, so prototypes are chosen, imagined and learned exactly as on
-the robot); and ``offsets``, the same with the generator-free baseline imagination
-(``imagination.method: class_offsets``: prototypes moved by FER2013 class-mean offsets), which
-the generator has to beat to be worth its cost. The protocol works on precomputed features, so
+pseudo-rehearsal after every episode, as the robot learns: ``learning.replay``) and ``clifer``
+(``replay`` plus imagination after every class: the robot's own
+:class:`~clifer_edge.runtime.scheduler.ImaginationScheduler` runs on the subject's memory as in an
+idle period, so prototypes are chosen, imagined and learned exactly as on the robot); and
+``offsets``, the same with the generator-free baseline imagination (``imagination.method:
+class_offsets``: prototypes moved by FER2013 class-mean offsets), which the generator has to beat
+to be worth its cost. The protocol works on precomputed features, so
 the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
 
 After each step it also measures imagination directly: the accuracy on held-out faces of the
@@ -203,9 +204,9 @@ class _GDMLearner:
     def learn(self, X: np.ndarray, labels: Sequence[str]) -> None:
         size = self.config.episode_size
         for start in range(0, len(X), size):
-            self.person.learn(X[start : start + size], list(labels[start : start + size]))
-            if self.replay:
-                self.memory.replay()
+            self.person.learn(
+                X[start : start + size], list(labels[start : start + size]), replay=self.replay
+            )
         if self._scheduler is not None:
             report = self._scheduler.run([self.person], math.inf, self._lock)
             if report is not None:

@@ -143,6 +143,10 @@ class LearningConfig:
     teach_recent: int = 8
     #: Expression labels one person may have (a new label beyond it is refused).
     max_labels: int = 32
+    #: After each real episode, replay RNATs of the person's episodic memory into both memories
+    #: (GDM pseudo-rehearsal, as in CLIFER): the semantic memory then keeps earlier classes
+    #: (:meth:`~clifer_edge.memory.GrowingDualMemory.replay`).
+    replay: bool = True
 
 
 @dataclass(frozen=True)

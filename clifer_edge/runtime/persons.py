@@ -178,10 +178,13 @@ class PersonState:
     #: must then never be saved over the files.
     resident: bool = True
 
-    def learn(self, latents: np.ndarray, labels: list[str]) -> None:
-        """Train the memory on one real labelled episode and remember what the person showed
-        (the labels, and the latents where imagination may start from)."""
+    def learn(self, latents: np.ndarray, labels: list[str], replay: bool = False) -> None:
+        """Train the memory on one real labelled episode, then (with ``replay``) rehearse what
+        the person showed before with RNAT pseudo-replay; remember what the person showed (the
+        labels, and the latents where imagination may start from)."""
         self.memory.partial_fit(latents, labels)
+        if replay:
+            self.memory.replay()
         self.shown_labels.update(labels)
         self.real_latents = append_rows(self.real_latents, latents, MAX_REAL_LATENTS)
         self.n_episodes += 1

@@ -443,7 +443,7 @@ class ExpressionRuntime:
 
     def _learn(self, state: PersonState, latents: np.ndarray, labels: list[str]) -> None:
         start = time.perf_counter()
-        state.learn(latents, labels)
+        state.learn(latents, labels, replay=self.config.learning.replay)
         self._timings.add("learn", time.perf_counter() - start, len(labels))
         state.dirty = True
         start = time.perf_counter()
