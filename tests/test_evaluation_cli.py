@@ -98,6 +98,20 @@ def test_eval_on_ckplus_subjects_writes_schema(tmp_path, data_dir, capsys):
     assert "unseen acc. over steps (fallback)" in report
     assert "unseen answered by imagination" in report
     assert "## Split rule" in report and "| clifer | 2 | semantic |" in report
+    # imagination step by step: its unseen accuracies average to the summary's figure
+    by_step = [
+        line.split("|")[1:-1]
+        for line in report.split("## Imagination by step")[1].split("\n## ")[0].splitlines()
+        if line.startswith("| clifer |")
+    ]
+    assert by_step and [int(cells[1]) for cells in by_step] == list(range(1, len(by_step) + 1))
+    summary = next(
+        r
+        for r in document["summary"]
+        if (r["condition"], r["experiment"], r["memory"]) == ("clifer", 2, "episodic")
+    )
+    mean = np.mean([float(cells[6]) for cells in by_step])
+    assert mean == pytest.approx(summary["unseen_acc_steps_mean"], abs=2e-3)
     assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -126,7 +140,9 @@ def test_eval_orders_all_with_detection_on_jaffe(tmp_path, data_dir):
     unseen = {r["unseen_acc_fallback_steps_mean"] for r in document["summary"]}
     assert None in unseen and len(unseen) == 2  # Exp. 1 has no unseen faces
     assert (out / "orders.png").exists()
-    assert "Kruskal" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Kruskal" in report
+    assert "## Imagination by step" not in report  # gdm imagines nothing
 
 
 def test_eval_detector_overrides():

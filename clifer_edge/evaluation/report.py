@@ -197,6 +197,74 @@ def _per_subject_table(document: dict[str, Any]) -> list[str]:
     return ["## Per subject (final F1, all classes)", "", *_md_table(header, rows), ""]
 
 
+def _unseen_by_step_table(document: dict[str, Any]) -> list[str]:
+    """Imagination step by step (default order, episodic memory): how often imagined knowledge
+    answers the faces of classes not learned yet, how often it is right then, and the chance of
+    being right by naming one of those classes at random."""
+    imagining = [
+        r["condition"]
+        for r in document["summary"]
+        if r["experiment"] == 2 and r["memory"] == "episodic"
+        if (r.get("unseen_answered_steps_mean") or 0) > 0
+    ]
+    if not imagining:
+        return []
+    n_classes = {s["subject"]: len(s["classes"]) for s in document["subjects"]}
+    rows = []
+    for condition in imagining:
+        by_step: dict[int, dict[str, list[float]]] = {}
+        for run in document["runs"]:
+            if run["order"] != "default" or run["condition"] != condition:
+                continue
+            for step in run["steps"]:
+                accuracy = step["unseen_acc"].get("episodic")
+                if accuracy is None or (isinstance(accuracy, float) and math.isnan(accuracy)):
+                    continue
+                cell = by_step.setdefault(step["step"], {k: [] for k in ("acc", "ans", "fb", "n")})
+                cell["acc"].append(accuracy)
+                cell["ans"].append(step["unseen_answered"]["episodic"])
+                cell["n"].append(n_classes[run["subject"]] - step["step"])
+                if step.get("unseen_acc_fallback") is not None:
+                    cell["fb"].append(step["unseen_acc_fallback"])
+        for number, cell in sorted(by_step.items()):
+            accuracy, answered = float(np.mean(cell["acc"])), float(np.mean(cell["ans"]))
+            rows.append(
+                [
+                    condition,
+                    number,
+                    _fmt(float(np.mean(cell["n"])), 1),
+                    _fmt(answered),
+                    _fmt(accuracy / answered if answered > 0 else None),
+                    _fmt(float(np.mean([1.0 / n for n in cell["n"]]))),
+                    _fmt(accuracy),
+                    _fmt(float(np.mean(cell["fb"])) if cell["fb"] else None),
+                    len(cell["acc"]),
+                ]
+            )
+    header = [
+        "condition",
+        "step",
+        "classes not learned",
+        "answered by imagination",
+        "right where answered",
+        "chance (1 / classes not learned)",
+        "unseen acc.",
+        "fallback",
+        "n",
+    ]
+    return [
+        "## Imagination by step (default order, episodic memory)",
+        "",
+        "On the held-out faces of the classes not learned yet: the share that an imagined node "
+        "answers, the share of those it names rightly (ratio of the means), against the chance "
+        "of naming one of the classes not learned at random, and the accuracy (answered x "
+        "right); means over the subjects that have such faces at that step.",
+        "",
+        *_md_table(header, rows),
+        "",
+    ]
+
+
 def plot_curves(document: dict[str, Any], path: Path, title: str) -> None:
     """F1 vs classes learned: rows = experiments, columns = episodic/semantic memory."""
     import matplotlib
@@ -319,6 +387,7 @@ def write_report(document: dict[str, Any], out: Path) -> list[Path]:
         "",
     ]
     lines += _per_subject_table(document)
+    lines += _unseen_by_step_table(document)
     if "static_baseline" in document:
         sb = document["static_baseline"]
         lines += ["## Static baselines (person-independent)", "", sb["description"] + ".", ""]
