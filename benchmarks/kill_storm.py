@@ -4,10 +4,10 @@ A writer process runs the runtime on real CK+ faces for ``--persons`` persons: l
 (each ends in a save of memory and record), unlabelled faces, evictions (``max_in_ram`` 2) and
 imagination slices. It prints a line after every completed save. The storm starts it, kills it
 with SIGKILL at a random moment (half of the kills 0-4 ms after a save began, so they land inside
-the write), counts the temporaries the kill left, and starts it again on the same memory
-directory, ``--kills`` times. Every restart must find each person with at least the faces of their
-last completed save, no file quarantined and no temporary left behind (they are removed at
-start-up).
+the write; the others 0.2-2 s after its first completed save), counts the temporaries the kill
+left, and starts it again on the same memory directory, ``--kills`` times. Every restart must find
+each person with at least the faces of their last completed save, no file quarantined and no
+temporary left behind (they are removed at start-up).
 
 Printed (JSON): kills, kills inside a save, temporaries found after kills, persons and faces
 checked, faces lost (must be 0), files quarantined (must be 0), temporaries after the last
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -128,13 +129,17 @@ def storm(args: argparse.Namespace, directory: Path, data_dir: Path) -> dict:
             if kill == args.kills:
                 break
             inside = rng.random() < 0.5
-            deadline = time.monotonic() + float(rng.uniform(0.2, 2.0))
+            # Outside a save, kill 0.2-2 s after the writer's first save of this life, however
+            # slowly it starts (under emulation, say, learning one episode can take seconds).
+            delay = float(rng.uniform(0.2, 2.0))
+            deadline = math.inf
             saving = False
             for line in writer.stdout:
                 words = line.split()
                 if words[:1] == ["saved"]:
                     acknowledged[words[1]] = int(words[2])
                     saving = False
+                    deadline = min(deadline, time.monotonic() + delay)
                 elif words[:1] == ["saving"]:
                     saving = True
                     if inside:

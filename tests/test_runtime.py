@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -408,24 +407,3 @@ def test_runtime_imports_no_tensorflow_and_no_rclpy(tmp_path, data_dir):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "BAD []" in out.stdout, out.stdout
-
-
-def test_runtime_benchmark_short_run(tmp_path, data_dir):
-    """A short run of ``benchmarks/bench_runtime.py`` (the full one: 600 faces, 30 trials)."""
-    from benchmark_support import run_benchmark
-
-    out = tmp_path / "bench.json"
-    run_benchmark(
-        "bench_runtime.py",
-        *("--faces", "20", "--frames", "4", "--trials", "2"),
-        *("--data-dir", str(data_dir), "--json", str(out)),
-        timeout=300,
-    )
-    result = json.loads(out.read_text())
-    assert result["runtime_5_persons"]["faces_per_s"] > 0
-    assert result["full_frames_with_detection"]["faces_found"] == 4
-    assert result["imagination_200x6"]["imagined_latents"] == 1200
-    learning = result["learning"]
-    assert learning["with_replay"]["episodes"] == learning["without_replay"]["episodes"] > 0
-    assert learning["ratio_with_to_without"] > 0
-    assert 0 < result["peak_rss_mb_one_runtime"] <= result["peak_rss_mb"]

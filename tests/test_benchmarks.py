@@ -1,0 +1,27 @@
+"""Short real-data runs of the runtime benchmark (x86_64 only: the aarch64 platform check runs the
+robot-side test modules under emulation, where a benchmark's timings mean nothing)."""
+
+from __future__ import annotations
+
+import json
+
+from benchmark_support import run_benchmark
+
+
+def test_runtime_benchmark_short_run(tmp_path, data_dir):
+    """A short run of ``benchmarks/bench_runtime.py`` (the full one: 600 faces, 30 trials)."""
+    out = tmp_path / "bench.json"
+    run_benchmark(
+        "bench_runtime.py",
+        *("--faces", "20", "--frames", "4", "--trials", "2"),
+        *("--data-dir", str(data_dir), "--json", str(out)),
+        timeout=300,
+    )
+    result = json.loads(out.read_text())
+    assert result["runtime_5_persons"]["faces_per_s"] > 0
+    assert result["full_frames_with_detection"]["faces_found"] == 4
+    assert result["imagination_200x6"]["imagined_latents"] == 1200
+    learning = result["learning"]
+    assert learning["with_replay"]["episodes"] == learning["without_replay"]["episodes"] > 0
+    assert learning["ratio_with_to_without"] > 0
+    assert 0 < result["peak_rss_mb_one_runtime"] <= result["peak_rss_mb"]
