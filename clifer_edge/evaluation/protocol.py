@@ -616,8 +616,9 @@ def summarise(result: ProtocolResult, order: str = "default") -> list[dict[str, 
     return rows
 
 
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
+def _nanmean(values: Sequence[float | None]) -> float:
+    """Mean of the measured values: NaN, or None as results.json stores NaN, counts as missing."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(finite)) if finite else math.nan
 
 
@@ -628,7 +629,7 @@ def unseen_step_means(
 
     ``memory`` None gives the fallback's (``unseen_acc_fallback``); ``key="unseen_answered"``
     the share answered by imagined knowledge instead. Steps without unseen faces (the last
-    one) are NaN.
+    one) are NaN. Works on ``runs`` read back from results.json too (NaN stored as None).
     """
     longest = max((len(r["steps"]) for r in runs), default=0)
     means = []

@@ -17,6 +17,7 @@ from clifer_edge.evaluation.protocol import (
     memories_of,
     step_means,
     summarise,
+    unseen_step_means,
 )
 from clifer_edge.evaluation.stats import MIN_CI_VALUES, mean_ci95
 from clifer_edge.fileio import atomic_write_text
@@ -212,33 +213,32 @@ def _unseen_by_step_table(document: dict[str, Any]) -> list[str]:
     n_classes = {s["subject"]: len(s["classes"]) for s in document["subjects"]}
     rows = []
     for condition in imagining:
-        by_step: dict[int, dict[str, list[float]]] = {}
-        for run in document["runs"]:
-            if run["order"] != "default" or run["condition"] != condition:
+        runs = [
+            r for r in document["runs"] if r["condition"] == condition and r["order"] == "default"
+        ]
+        accuracy = unseen_step_means(runs, "episodic")
+        answered = unseen_step_means(runs, "episodic", "unseen_answered")
+        fallback = unseen_step_means(runs, None)
+        for i, (acc, ans, fb) in enumerate(zip(accuracy, answered, fallback, strict=True)):
+            # classes not learned yet, for each subject that has faces of them at this step
+            left = [
+                n_classes[r["subject"]] - (i + 1)
+                for r in runs
+                if len(r["steps"]) > i and r["steps"][i]["unseen_acc"]["episodic"] is not None
+            ]
+            if not left:
                 continue
-            for step in run["steps"]:
-                accuracy = step["unseen_acc"].get("episodic")
-                if accuracy is None or (isinstance(accuracy, float) and math.isnan(accuracy)):
-                    continue
-                cell = by_step.setdefault(step["step"], {k: [] for k in ("acc", "ans", "fb", "n")})
-                cell["acc"].append(accuracy)
-                cell["ans"].append(step["unseen_answered"]["episodic"])
-                cell["n"].append(n_classes[run["subject"]] - step["step"])
-                if step.get("unseen_acc_fallback") is not None:
-                    cell["fb"].append(step["unseen_acc_fallback"])
-        for number, cell in sorted(by_step.items()):
-            accuracy, answered = float(np.mean(cell["acc"])), float(np.mean(cell["ans"]))
             rows.append(
                 [
                     condition,
-                    number,
-                    _fmt(float(np.mean(cell["n"])), 1),
-                    _fmt(answered),
-                    _fmt(accuracy / answered if answered > 0 else None),
-                    _fmt(float(np.mean([1.0 / n for n in cell["n"]]))),
-                    _fmt(accuracy),
-                    _fmt(float(np.mean(cell["fb"])) if cell["fb"] else None),
-                    len(cell["acc"]),
+                    i + 1,
+                    _fmt(float(np.mean(left)), 1),
+                    _fmt(ans),
+                    _fmt(acc / ans if ans > 0 else None),
+                    _fmt(float(np.mean([1.0 / n for n in left]))),
+                    _fmt(acc),
+                    _fmt(fb),
+                    len(left),
                 ]
             )
     header = [
