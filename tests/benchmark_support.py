@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -26,6 +28,12 @@ def run_benchmark(script: str, *args: str, timeout: float) -> subprocess.Complet
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done
+
+
+def run_benchmark_json(script: str, *args: str, out: Path, timeout: float) -> Any:
+    """:func:`run_benchmark` with ``--json out``: the figures the script wrote there."""
+    run_benchmark(script, *args, "--json", str(out), timeout=timeout)
+    return json.loads(out.read_text())
 
 
 def load_benchmark(script: str) -> ModuleType:

@@ -3,21 +3,17 @@ robot-side test modules under emulation, where a benchmark's timings mean nothin
 
 from __future__ import annotations
 
-import json
-
-from benchmark_support import run_benchmark
+from benchmark_support import run_benchmark_json
 
 
 def test_runtime_benchmark_short_run(tmp_path, data_dir):
     """A short run of ``benchmarks/bench_runtime.py`` (the full one: 600 faces, 30 trials)."""
-    out = tmp_path / "bench.json"
-    run_benchmark(
+    result = run_benchmark_json(
         "bench_runtime.py",
-        *("--faces", "20", "--frames", "4", "--trials", "2"),
-        *("--data-dir", str(data_dir), "--json", str(out)),
+        *("--faces", "20", "--frames", "4", "--trials", "2", "--data-dir", str(data_dir)),
+        out=tmp_path / "bench.json",
         timeout=300,
     )
-    result = json.loads(out.read_text())
     assert result["runtime_5_persons"]["faces_per_s"] > 0
     assert result["full_frames_with_detection"]["faces_found"] == 4
     assert result["imagination_200x6"]["imagined_latents"] == 1200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmark_support import run_benchmark
+from benchmark_support import run_benchmark_json
 from runtime_support import ck_subjects, learn_classes, make_runtime
 
 from clifer_edge.runtime.persons import person_key
@@ -162,13 +161,12 @@ def test_damaged_file_is_quarantined_not_deleted(tmp_path, models, subjects, cap
 
 def test_kill_storm_loses_nothing_and_leaves_no_temporaries(tmp_path, data_dir):
     """A short run of ``benchmarks/kill_storm.py`` (the full one kills 20 times)."""
-    out = tmp_path / "storm.json"
-    run_benchmark(
+    result = run_benchmark_json(
         "kill_storm.py",
-        *("--kills", "3", "--persons", "3", "--data-dir", str(data_dir), "--json", str(out)),
+        *("--kills", "3", "--persons", "3", "--data-dir", str(data_dir)),
+        out=tmp_path / "storm.json",
         timeout=300,
     )
-    result = json.loads(out.read_text())
     assert result["kills"] == 3 and result["checks"] > 0
     assert result["faces_lost"] == result["files_quarantined"] == 0
     assert result["temporaries_after_last_restart"] == 0
