@@ -13,7 +13,8 @@ import pytest
 from benchmark_support import load_benchmark, run_benchmark
 
 from clifer_edge.cli import main
-from clifer_edge.cli.evaluate import _face_detector, add_arguments
+from clifer_edge.cli.evaluate import FeatureSpace, _face_detector, add_arguments
+from clifer_edge.evaluation.protocol import OwnClassMeans
 from clifer_edge.evaluation.report import SCHEMA_VERSION, SUMMARY_KEYS
 from clifer_edge.faces.detector import FER2013_MARGIN
 from clifer_edge.runtime import load_config
@@ -222,7 +223,8 @@ def test_eval_bad_options(tmp_path, data_dir, capsys):
     data = str(data_dir / "ckplus48.npz")
     out = str(tmp_path / "o")
     assert main(["eval", "--data", data, "--out", out, "--conditions", "gdm,svm"]) == 2
-    assert "'svm' should be one of" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'svm' should be one of" in err and "oracle" in err  # the diagnostic is offered
     assert main(["eval", "--data", data, "--out", out, "--max-subjects", "0"]) == 2
     assert "--max-subjects 0" in capsys.readouterr().err
     argv = ["eval", "--data", data, "--out", out, "--frame-split", "never", "--no-progress"]
@@ -305,3 +307,31 @@ def test_person_independent_scores_count_only_the_true_classes():
     result = score(np.array(["a", "a", "b"]), np.array(["a", "c", "b"]))
     assert result["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2, abs=1e-4)
     assert result["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_eval_oracle_imagines_with_the_subjects_own_class_means(tmp_path, data_dir):
+    """The diagnostic ``oracle`` runs only when asked, and knowing the person's own class means
+    names the classes not learned yet far better than the crowd's offsets."""
+    out = tmp_path / "eval"
+    argv = ["eval", "--data", str(data_dir / "ckplus48.npz"), "--out", str(out)]
+    argv += ["--conditions", "offsets,oracle", "--max-subjects", "3", "--static-train", "none"]
+    assert main([*argv, "--few-shot-class", "none", "--no-progress"]) == 0
+    document = json.loads((out / "results.json").read_text())
+    _check_summary(document, ["offsets", "oracle"], 3)
+    unseen = {
+        row["condition"]: row["unseen_acc_steps_mean"]
+        for row in document["summary"]
+        if row["experiment"] == 2 and row["memory"] == "episodic"
+    }
+    assert unseen["oracle"] > unseen["offsets"] + 0.1
+
+
+def test_own_class_means_are_the_subjects_means_in_the_same_space():
+    space = FeatureSpace(None, 2.0)
+    X = np.array([[0.0, 2.0], [2.0, 0.0], [4.0, 4.0], [6.0, 8.0]], dtype=np.float32)
+    own = OwnClassMeans(space, X, ["sadness", "sadness", "anger", "anger"])
+    assert own.labels == ["anger", "sadness"]
+    np.testing.assert_allclose(own.class_means, [[5.0, 6.0], [1.0, 1.0]])
+    latents = np.array([[0.25, -0.5]], dtype=np.float32)
+    np.testing.assert_allclose(own.to_memory(latents), space.to_memory(latents))
+    np.testing.assert_allclose(own.to_latent(X), space.to_latent(X))

@@ -5,7 +5,8 @@ Point it at a per-subject data set in the shared npz layout (``images``, ``label
 encoded by the bundled int8 encoder; for every subject the classes are learned one at a time
 (episodes of 5) under each condition: ``mlp`` (retrained from scratch on all seen data),
 ``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal), ``clifer`` (replay + imagination after
-each class) and ``offsets`` (the same with the generator-free class-offset baseline).
+each class) and ``offsets`` (the same with the generator-free class-offset baseline); on request
+also ``oracle`` (offsets from the subject's own class means: the ceiling of offset imagination).
 Experiment 1 tests on the subject's held-out faces of the classes seen so far, Experiment 2 on
 all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others, and the static
 person-independent baseline on the same held-out faces. Writes ``results.json``, ``report.md``
@@ -34,6 +35,8 @@ from clifer_edge.datasets import DatasetError, FaceDataset, load_npz
 from clifer_edge.evaluation.features import prepare_faces
 from clifer_edge.evaluation.protocol import (
     CONDITIONS,
+    DIAGNOSTIC_CONDITIONS,
+    KNOWN_CONDITIONS,
     FallbackFn,
     ImaginationModel,
     ProtocolConfig,
@@ -63,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--conditions",
         default=",".join(CONDITIONS),
-        help=f"comma-separated among {', '.join(CONDITIONS)} (default all)",
+        help=f"comma-separated among {', '.join(CONDITIONS)} (default all) and the diagnostic "
+        f"{', '.join(DIAGNOSTIC_CONDITIONS)} (imagination with the subject's own class means)",
     )
     parser.add_argument(
         "--orders",
@@ -244,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         check_split_arguments(args)
         robot = load_config(args.runtime_config)
         imagination_settings = robot.imagination
-        conditions = _parse_list(args.conditions, CONDITIONS, "conditions")
+        conditions = _parse_list(args.conditions, KNOWN_CONDITIONS, "conditions")
         if "offsets" in conditions and args.latent_space != "calibrated":
             raise ValueError(
                 "condition 'offsets' moves prototypes by the calibration's class means: "

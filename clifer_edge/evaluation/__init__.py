@@ -15,6 +15,7 @@ from __future__ import annotations
 from clifer_edge.evaluation.features import prepare_faces
 from clifer_edge.evaluation.protocol import (
     CONDITIONS,
+    DIAGNOSTIC_CONDITIONS,
     ImaginationModel,
     ProtocolConfig,
     ProtocolResult,
@@ -29,6 +30,7 @@ from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
 
 __all__ = [
     "CONDITIONS",
+    "DIAGNOSTIC_CONDITIONS",
     "SPLIT_RULE",
     "ImaginationModel",
     "ProtocolConfig",

@@ -15,7 +15,10 @@ pseudo-rehearsal after every episode, as the robot learns: ``learning.replay``) 
 idle period, so prototypes are chosen, imagined and learned exactly as on the robot); and
 ``offsets``, the same with the generator-free baseline imagination (``imagination.method:
 class_offsets``: prototypes moved by FER2013 class-mean offsets), which the generator has to beat
-to be worth its cost. The protocol works on precomputed features, so
+to be worth its cost. ``oracle`` (a diagnostic, not run by default) moves prototypes by the
+subject's *own* class-mean offsets, taken from their training faces of every class, also those not
+learned yet: what no robot can know, it bounds what offset imagination could reach in this
+feature space. The protocol works on precomputed features, so
 the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
 
 After each step it also measures imagination directly: the accuracy on held-out faces of the
@@ -49,6 +52,9 @@ from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.runtime.config import ImaginationConfig
 
 CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer", "offsets")
+#: Conditions run only when asked for: ``oracle`` imagines with knowledge no robot has.
+DIAGNOSTIC_CONDITIONS: tuple[str, ...] = ("oracle",)
+KNOWN_CONDITIONS: tuple[str, ...] = CONDITIONS + DIAGNOSTIC_CONDITIONS
 EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
 
@@ -71,6 +77,27 @@ class ImaginationModel:
     encoder: Any
     generator: Any
     space: Any
+
+
+class OwnClassMeans:
+    """A subject's own class means in place of the crowd's, for the ``oracle`` condition.
+
+    Maps through ``space`` like it; ``labels`` and ``class_means`` are the classes of the given
+    faces and their means, so ``class_offsets`` imagination moves each prototype of s by this
+    person's ``mean(c) - mean(s)``.
+    """
+
+    def __init__(self, space: Any, X: np.ndarray, labels: Sequence[str]) -> None:
+        self.space = space
+        y = np.asarray(labels, dtype=str)
+        self.labels = sorted(set(y))
+        self.class_means = np.stack([X[y == name].mean(axis=0) for name in self.labels])
+
+    def to_memory(self, latents: np.ndarray) -> np.ndarray:
+        return self.space.to_memory(latents)
+
+    def to_latent(self, points: np.ndarray) -> np.ndarray:
+        return self.space.to_latent(points)
 
 
 @dataclass
@@ -246,14 +273,14 @@ def make_learner(
         return _MLPLearner(config)
     if condition in ("gdm", "replay"):
         return _GDMLearner(config, replay=condition == "replay", imagination=None)
-    if condition in ("clifer", "offsets"):
+    if condition in ("clifer", "offsets", "oracle"):
         if imagination is None:
             raise ValueError(f"condition {condition!r} needs an ImaginationModel")
-        if condition == "offsets":
+        if condition in ("offsets", "oracle"):
             settings = dataclasses.replace(config.imagination, method="class_offsets")
             config = dataclasses.replace(config, imagination=settings)
         return _GDMLearner(config, replay=True, imagination=imagination)
-    raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
+    raise ValueError(f"condition {condition!r} should be one of {list(KNOWN_CONDITIONS)}")
 
 
 @dataclass
@@ -419,8 +446,12 @@ def run_subject(
     """Learn one subject's classes in ``order``; returns the per-step results and the learner.
 
     Each step holds ``f1`` (per experiment and memory), ``unseen_acc`` (per memory) and, with a
-    ``fallback``, ``unseen_acc_fallback`` on the same faces.
+    ``fallback``, ``unseen_acc_fallback`` on the same faces. The ``oracle`` condition reads the
+    class means of ``data``'s training faces.
     """
+    if condition == "oracle" and imagination is not None:
+        space = OwnClassMeans(imagination.space, data.X_train, data.y_train)
+        imagination = dataclasses.replace(imagination, space=space)
     learner = make_learner(condition, config, imagination)
     rng = np.random.default_rng(config.seed)
     fallback_pred = None if fallback is None else list(fallback(data.split.test))
@@ -537,8 +568,8 @@ def run_protocol(
     the unseen-class faces beside the memories.
     """
     for condition in conditions:
-        if condition not in CONDITIONS:
-            raise ValueError(f"condition {condition!r} should be one of {list(CONDITIONS)}")
+        if condition not in KNOWN_CONDITIONS:
+            raise ValueError(f"condition {condition!r} should be one of {list(KNOWN_CONDITIONS)}")
     if not subjects:
         raise ValueError("no subject to evaluate")
     starts = order_starts(subjects, orders)
