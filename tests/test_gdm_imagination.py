@@ -268,3 +268,23 @@ def test_compiled_equals_reference_with_imagination(faces) -> None:
         assert memories[0].predict(queries, memory=name) == memories[1].predict(
             queries, memory=name
         )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_real_class_nobody_imagined_leaves_imagined_answers_working(backend, faces) -> None:
+    """A, imagined B, then a real class C that was never imagined (a label the generator cannot
+    draw): ``classes_`` grows past the imagined network's histograms, and the imagined B nodes
+    still answer B faces, with a zero score for C (this raised a broadcast error before)."""
+    memory, plain = _pair(backend, faces)
+    _learn_real(memory, _sample(faces, C, True, 10, seed=4), C)
+    _learn_real(plain, _sample(faces, C, True, 10, seed=4), C)
+    assert memory.classes_ == [A, B, C] and memory.labels_ == [A, C]
+    queries = _sample(faces, B, False)
+    for name in ("episodic", "semantic"):
+        proba = memory.predict_proba(queries, memory=name)
+        assert proba.shape == (len(queries), 3)
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+        answers = memory.predict(queries, memory=name)
+        assert B in answers and B not in plain.predict(queries, memory=name)
+        imagined = np.array(answers) == B
+        assert np.all(proba[imagined][:, [0, 2]] == 0.0)

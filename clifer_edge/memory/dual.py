@@ -316,9 +316,16 @@ class GrowingDualMemory:
         self.n_episodes_ += 1
         return self
 
+    def _imagined_histograms(self) -> np.ndarray:
+        """The imagined nodes' label histograms over ``classes_`` (columns of classes added since
+        the imagined network last trained, e.g. a real class G cannot draw, are zeros)."""
+        histograms = self.imagined_.label_histograms()[:, : len(self.classes_)]
+        missing = len(self.classes_) - histograms.shape[1]
+        return np.pad(histograms, ((0, 0), (0, missing))) if missing else histograms
+
     def _imagined_labels(self) -> np.ndarray:
         """Each imagined node's label: the ``classes_`` index of its histogram's argmax."""
-        return np.argmax(self.imagined_.label_histograms()[:, : len(self.classes_)], axis=1)
+        return np.argmax(self._imagined_histograms(), axis=1)
 
     def _prune_imagined(self) -> None:
         """Drop the imagined nodes of classes learned for real (they would never answer again)."""
@@ -417,7 +424,7 @@ class GrowingDualMemory:
         wins = np.flatnonzero(distance * self.config_.imagined_margin < real_distance)
         if wins.size == 0:
             return
-        rows = self.imagined_.label_histograms()[active[nodes[wins]], : len(self.classes_)]
+        rows = self._imagined_histograms()[active[nodes[wins]]]
         rows = np.where(is_real, 0.0, rows.astype(np.float64))
         scores[wins] = rows / rows.sum(axis=1, keepdims=True)
 
