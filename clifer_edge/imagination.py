@@ -173,3 +173,61 @@ def class_offset_points(
     if not points:
         return np.zeros((0, prototypes.shape[1]), np.float32), []
     return np.stack(points).astype(np.float32), labels
+
+
+class PeerRecentring:
+    """G's change of expression recentred on people already known: a per-(s, c) shift.
+
+    The generator learned its changes of expression from FER2013, so its *average* change from s
+    to c is the crowd's, not that of the people in front of this camera. Given real faces of other
+    people (points in the memories' space, labelled), the shift for s -> c is their true
+    class-mean offset minus G's mean change over their faces of s, both in the memories' space::
+
+        shift(s, c) = (mean(c) - mean(s)) - mean over their faces x of s of (G_change(x, c) - x)
+
+    Added to a person's imagined point ``x + G_change`` it keeps what G does differently for this
+    person and replaces G's average by the peers' observed one. Pairs the peers never showed,
+    or that G cannot draw, get no shift.
+
+    Parameters
+    ----------
+    points : ndarray of shape (n, d)
+        The peers' real faces (or prototypes) in the memories' space.
+    labels : sequence of str, length n
+    encoder, generator : Encoder, Generator
+    space : object
+        ``to_latent`` / ``to_memory`` between the memories' space and encoder latents.
+    """
+
+    def __init__(
+        self, points: np.ndarray, labels: Sequence[str], encoder: Any, generator: Any, space: Any
+    ) -> None:
+        points = _check_prototypes(points, labels)
+        names = np.asarray([canonical_label(name) for name in labels], dtype=object)
+        drawable = [c for c in generator_vocabulary(generator) if (names == c).any()]
+        means = {c: points[names == c].mean(axis=0) for c in drawable}
+        self.shifts: dict[tuple[str, str], np.ndarray] = {}
+        for source in drawable:
+            faces = points[names == source]
+            for target in drawable:
+                if target == source:
+                    continue
+                latents, _ = imagine_latents(
+                    space.to_latent(faces),
+                    encoder,
+                    generator,
+                    [source] * len(faces),
+                    [target],
+                    residual=True,
+                )
+                change = (space.to_memory(latents) - faces).mean(axis=0)
+                self.shifts[source, target] = (means[target] - means[source]) - change
+
+    def shift(self, sources: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+        """One row per imagined point: the shift of its (source, target) pair, or zeros."""
+        dim = next(iter(self.shifts.values())).shape[0] if self.shifts else 0
+        rows = [
+            self.shifts.get((canonical_label(s), canonical_label(t)), np.zeros(dim, np.float32))
+            for s, t in zip(sources, targets, strict=True)
+        ]
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)

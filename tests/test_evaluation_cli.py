@@ -14,7 +14,7 @@ from benchmark_support import load_benchmark, run_benchmark
 
 from clifer_edge.cli import main
 from clifer_edge.cli.evaluate import FeatureSpace, _face_detector, add_arguments
-from clifer_edge.evaluation.protocol import OwnClassMeans
+from clifer_edge.evaluation.protocol import SubjectClassMeans
 from clifer_edge.evaluation.report import SCHEMA_VERSION, SUMMARY_KEYS
 from clifer_edge.faces.detector import FER2013_MARGIN
 from clifer_edge.runtime import load_config
@@ -309,15 +309,19 @@ def test_person_independent_scores_count_only_the_true_classes():
     assert result["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
 
 
-def test_eval_oracle_imagines_with_the_subjects_own_class_means(tmp_path, data_dir):
-    """The diagnostic ``oracle`` runs only when asked, and knowing the person's own class means
-    names the classes not learned yet far better than the crowd's offsets."""
+def test_eval_diagnostics_imagine_with_other_subjects_or_the_subjects_own_means(tmp_path, data_dir):
+    """The diagnostics run only when asked; knowing the person's own class means names the
+    classes not learned yet far better than the crowd's offsets."""
     out = tmp_path / "eval"
+    conditions = ["offsets", "peers", "clifer_peers", "oracle"]
     argv = ["eval", "--data", str(data_dir / "ckplus48.npz"), "--out", str(out)]
-    argv += ["--conditions", "offsets,oracle", "--max-subjects", "3", "--static-train", "none"]
-    assert main([*argv, "--few-shot-class", "none", "--no-progress"]) == 0
+    argv += ["--conditions", ",".join(conditions), "--max-subjects", "3"]
+    argv += ["--static-train", "none", "--few-shot-class", "none", "--no-progress"]
+    assert main(argv) == 0
     document = json.loads((out / "results.json").read_text())
-    _check_summary(document, ["offsets", "oracle"], 3)
+    _check_summary(document, conditions, 3)
+    runs = document["runs"]
+    assert all(r["steps"][-1]["imagined"] > 0 for r in runs)
     unseen = {
         row["condition"]: row["unseen_acc_steps_mean"]
         for row in document["summary"]
@@ -329,7 +333,7 @@ def test_eval_oracle_imagines_with_the_subjects_own_class_means(tmp_path, data_d
 def test_own_class_means_are_the_subjects_means_in_the_same_space():
     space = FeatureSpace(None, 2.0)
     X = np.array([[0.0, 2.0], [2.0, 0.0], [4.0, 4.0], [6.0, 8.0]], dtype=np.float32)
-    own = OwnClassMeans(space, X, ["sadness", "sadness", "anger", "anger"])
+    own = SubjectClassMeans(space, X, ["sadness", "sadness", "anger", "anger"])
     assert own.labels == ["anger", "sadness"]
     np.testing.assert_allclose(own.class_means, [[5.0, 6.0], [1.0, 1.0]])
     latents = np.array([[0.25, -0.5]], dtype=np.float32)

@@ -298,3 +298,45 @@ def test_class_offsets_imagination_needs_no_generator(tmp_path, models, subjects
     unseen = [c for c in vocabulary if c not in subject.classes[:2]]
     scores = rt.process_face(subject.test(subject.classes[2]), person_id=subject.name).scores
     assert set(unseen) <= set(scores)
+
+
+def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, subjects):
+    """shift(s, c) = the peers' class-mean offset minus G's mean change over their faces of s;
+    the scheduler adds it to each point G imagines, and pairs nobody showed are left alone."""
+    from clifer_edge.imagination import PeerRecentring
+    from clifer_edge.models import ModelFiles
+    from clifer_edge.preprocessing import preprocess_faces
+    from clifer_edge.runtime.config import ImaginationConfig
+    from clifer_edge.runtime.scheduler import ImaginationScheduler
+
+    encoder, generator = models
+    calibration = ModelFiles.locate().load_calibration(encoder)
+    meta = encoder.metadata
+    faces, labels = [], []
+    for subject in subjects[1:4]:
+        for label in subject.classes:
+            faces += subject.train(label)
+            labels += [label] * len(subject.train(label))
+    points = calibration.to_memory(
+        encoder.encode(preprocess_faces(np.stack(faces), meta.image_size, meta.channels))
+    )
+    recentring = PeerRecentring(points, labels, encoder, generator, calibration)
+    source, target = sorted({(s, t) for s, t in recentring.shifts})[0]
+    mine = points[np.asarray(labels) == source]
+    changed, _ = imagine_latents(
+        calibration.to_latent(mine), encoder, generator, [source] * len(mine), [target], True
+    )
+    offset = points[np.asarray(labels) == target].mean(0) - mine.mean(0)
+    expected = offset - (calibration.to_memory(changed) - mine).mean(0)
+    got = recentring.shift([source, "neutral"], [target, "contempt"])
+    np.testing.assert_allclose(got[0], expected, atol=1e-5)
+    np.testing.assert_array_equal(got[1], 0.0)  # G cannot draw contempt: no shift
+
+    config = ImaginationConfig(enabled=True, residual=True)
+    plain = ImaginationScheduler(config, encoder, generator, calibration)
+    shifted = ImaginationScheduler(config, encoder, generator, calibration, recentring=recentring)
+    lock = threading.Lock()
+    before, imagined = plain._generate(mine[:2], [source] * 2, [target], lock)
+    after, again = shifted._generate(mine[:2], [source] * 2, [target], lock)
+    assert imagined == again == [target, target]
+    np.testing.assert_allclose(after - before, np.stack([expected, expected]), atol=1e-5)

@@ -6,7 +6,8 @@ encoded by the bundled int8 encoder; for every subject the classes are learned o
 (episodes of 5) under each condition: ``mlp`` (retrained from scratch on all seen data),
 ``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal), ``clifer`` (replay + imagination after
 each class) and ``offsets`` (the same with the generator-free class-offset baseline); on request
-also ``oracle`` (offsets from the subject's own class means: the ceiling of offset imagination).
+also the diagnostics ``peers`` (offsets from the other subjects' class means) and ``oracle``
+(from the subject's own: the ceiling of offset imagination).
 Experiment 1 tests on the subject's held-out faces of the classes seen so far, Experiment 2 on
 all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others, and the static
 person-independent baseline on the same held-out faces. Writes ``results.json``, ``report.md``
@@ -67,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--conditions",
         default=",".join(CONDITIONS),
         help=f"comma-separated among {', '.join(CONDITIONS)} (default all) and the diagnostic "
-        f"{', '.join(DIAGNOSTIC_CONDITIONS)} (imagination with the subject's own class means)",
+        f"{', '.join(DIAGNOSTIC_CONDITIONS)} (imagination with the other subjects' or the "
+        "subject's own class means)",
     )
     parser.add_argument(
         "--orders",

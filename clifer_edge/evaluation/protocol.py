@@ -15,10 +15,12 @@ pseudo-rehearsal after every episode, as the robot learns: ``learning.replay``) 
 idle period, so prototypes are chosen, imagined and learned exactly as on the robot); and
 ``offsets``, the same with the generator-free baseline imagination (``imagination.method:
 class_offsets``: prototypes moved by FER2013 class-mean offsets), which the generator has to beat
-to be worth its cost. ``oracle`` (a diagnostic, not run by default) moves prototypes by the
-subject's *own* class-mean offsets, taken from their training faces of every class, also those not
-learned yet: what no robot can know, it bounds what offset imagination could reach in this
-feature space. The protocol works on precomputed features, so
+to be worth its cost. Two diagnostics, run only when asked for, locate what the crowd's offsets
+miss: ``peers`` moves prototypes by the class-mean offsets of the *other* subjects of the same
+data set (the same population and capture), ``oracle`` by the subject's *own*, taken from their
+training faces of every class, also those not learned yet: what no robot can know, it bounds
+what offset imagination could reach in this feature space. The protocol works on precomputed
+features, so
 the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
 
 After each step it also measures imagination directly: the accuracy on held-out faces of the
@@ -48,12 +50,15 @@ from tqdm.auto import tqdm
 from clifer_edge.datasets import FaceDataset
 from clifer_edge.evaluation.split import SubjectSplit, split_subject
 from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
+from clifer_edge.imagination import PeerRecentring
 from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.runtime.config import ImaginationConfig
 
 CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer", "offsets")
-#: Conditions run only when asked for: ``oracle`` imagines with knowledge no robot has.
-DIAGNOSTIC_CONDITIONS: tuple[str, ...] = ("oracle",)
+#: Conditions run only when asked for: class-mean offsets of the other subjects (``peers``),
+#: G's changes recentred on the other subjects' (``clifer_peers``), or the subject's own
+#: class-mean offsets (``oracle``, knowledge no robot has).
+DIAGNOSTIC_CONDITIONS: tuple[str, ...] = ("peers", "clifer_peers", "oracle")
 KNOWN_CONDITIONS: tuple[str, ...] = CONDITIONS + DIAGNOSTIC_CONDITIONS
 EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
@@ -77,14 +82,15 @@ class ImaginationModel:
     encoder: Any
     generator: Any
     space: Any
+    recentring: Any = None
 
 
-class OwnClassMeans:
-    """A subject's own class means in place of the crowd's, for the ``oracle`` condition.
+class SubjectClassMeans:
+    """Class means of some subjects' faces in place of the crowd's (the diagnostic conditions).
 
     Maps through ``space`` like it; ``labels`` and ``class_means`` are the classes of the given
-    faces and their means, so ``class_offsets`` imagination moves each prototype of s by this
-    person's ``mean(c) - mean(s)``.
+    faces and their means, so ``class_offsets`` imagination moves each prototype of s by these
+    faces' ``mean(c) - mean(s)``.
     """
 
     def __init__(self, space: Any, X: np.ndarray, labels: Sequence[str]) -> None:
@@ -219,7 +225,11 @@ class _GDMLearner:
 
             settings = dataclasses.replace(config.imagination, enabled=True)
             self._scheduler = ImaginationScheduler(
-                settings, imagination.encoder, imagination.generator, imagination.space
+                settings,
+                imagination.encoder,
+                imagination.generator,
+                imagination.space,
+                recentring=imagination.recentring,
             )
             self._scheduler.set_idle(True)
         self._lock = threading.RLock()
@@ -273,10 +283,10 @@ def make_learner(
         return _MLPLearner(config)
     if condition in ("gdm", "replay"):
         return _GDMLearner(config, replay=condition == "replay", imagination=None)
-    if condition in ("clifer", "offsets", "oracle"):
+    if condition in ("clifer", "offsets", *DIAGNOSTIC_CONDITIONS):
         if imagination is None:
             raise ValueError(f"condition {condition!r} needs an ImaginationModel")
-        if condition in ("offsets", "oracle"):
+        if condition in ("offsets", "peers", "oracle"):
             settings = dataclasses.replace(config.imagination, method="class_offsets")
             config = dataclasses.replace(config, imagination=settings)
         return _GDMLearner(config, replay=True, imagination=imagination)
@@ -435,6 +445,31 @@ def _class_rows(data: SubjectData, label: str, rng: np.random.Generator) -> np.n
     return rows[rng.permutation(rows.size)]
 
 
+def diagnostic_imagination(
+    condition: str,
+    data: SubjectData,
+    subjects: Sequence[SubjectData],
+    imagination: ImaginationModel | None,
+) -> ImaginationModel | None:
+    """What one subject's run imagines with: for ``oracle`` the class means of the subject's own
+    training faces, for ``peers`` those of the other subjects' (pooled), for ``clifer_peers`` G
+    recentred on the other subjects' training faces (they stand for the people a robot already
+    knows); else ``imagination``."""
+    if imagination is None or condition not in DIAGNOSTIC_CONDITIONS:
+        return imagination
+    sources = [data] if condition == "oracle" else [d for d in subjects if d is not data]
+    if not sources:
+        raise ValueError(f"condition {condition!r} needs other subjects")
+    X = np.concatenate([d.X_train for d in sources])
+    y = np.concatenate([np.asarray(d.y_train, dtype=str) for d in sources])
+    if condition == "clifer_peers":
+        recentring = PeerRecentring(
+            X, list(y), imagination.encoder, imagination.generator, imagination.space
+        )
+        return dataclasses.replace(imagination, recentring=recentring)
+    return dataclasses.replace(imagination, space=SubjectClassMeans(imagination.space, X, y))
+
+
 def run_subject(
     condition: str,
     data: SubjectData,
@@ -446,12 +481,9 @@ def run_subject(
     """Learn one subject's classes in ``order``; returns the per-step results and the learner.
 
     Each step holds ``f1`` (per experiment and memory), ``unseen_acc`` (per memory) and, with a
-    ``fallback``, ``unseen_acc_fallback`` on the same faces. The ``oracle`` condition reads the
-    class means of ``data``'s training faces.
+    ``fallback``, ``unseen_acc_fallback`` on the same faces. For a diagnostic condition pass
+    its :func:`diagnostic_imagination`.
     """
-    if condition == "oracle" and imagination is not None:
-        space = OwnClassMeans(imagination.space, data.X_train, data.y_train)
-        imagination = dataclasses.replace(imagination, space=space)
     learner = make_learner(condition, config, imagination)
     rng = np.random.default_rng(config.seed)
     fallback_pred = None if fallback is None else list(fallback(data.split.test))
@@ -583,7 +615,8 @@ def run_protocol(
     for start, data, condition in bar:
         bar.set_postfix_str(f"{data.subject} {condition}")
         order = class_order(data.split.classes, start)
-        steps, _ = run_subject(condition, data, order, config, imagination, fallback)
+        imagines = diagnostic_imagination(condition, data, subjects, imagination)
+        steps, _ = run_subject(condition, data, order, config, imagines, fallback)
         result.runs.append(
             {
                 "order": start or "default",
@@ -784,7 +817,7 @@ def run_few_shot_all(
             new_class,
             shots,
             config,
-            imagination,
+            diagnostic_imagination(condition, data, subjects, imagination),
         )
         results.append(
             {

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from clifer_edge.imagination import (
+    PeerRecentring,
     class_offset_points,
     generator_vocabulary,
     imagine_faces,
@@ -69,6 +70,9 @@ class ImaginationScheduler:
     encoder, generator : Encoder, Generator
     calibration : LatentCalibration
         Maps the memories' standardised space to encoder latents and back.
+    recentring : PeerRecentring, optional
+        Shifts each point the generator imagines by the peers' (s, c) shift
+        (:class:`~clifer_edge.imagination.PeerRecentring`); ``None``: G's change as it is.
     clock : callable() -> float
         Time source of the idle timer (seconds); a simulation may pass its own.
 
@@ -86,11 +90,13 @@ class ImaginationScheduler:
         generator: Any,
         calibration: LatentCalibration,
         clock: Callable[[], float] = time.monotonic,
+        recentring: PeerRecentring | None = None,
     ) -> None:
         self.config = config
         self.encoder = encoder
         self.generator = generator
         self.calibration = calibration
+        self.recentring = recentring
         self.clock = clock
         self._activity = threading.Event()
         self._last_activity = clock()
@@ -311,7 +317,10 @@ class ImaginationScheduler:
             if self._activity.is_set():
                 return None, []
             latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
-        return self.calibration.to_memory(latents), imagined_labels
+        points = self.calibration.to_memory(latents)
+        if self.recentring is not None:
+            points += self.recentring.shift([labels[i] for i in rows], imagined_labels)
+        return points, imagined_labels
 
     @staticmethod
     def _mark(state: PersonState, prototypes: np.ndarray) -> None:
