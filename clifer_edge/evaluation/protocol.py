@@ -15,12 +15,13 @@ pseudo-rehearsal after every episode, as the robot learns: ``learning.replay``) 
 idle period, so prototypes are chosen, imagined and learned exactly as on the robot); and
 ``offsets``, the same with the generator-free baseline imagination (``imagination.method:
 class_offsets``: prototypes moved by FER2013 class-mean offsets), which the generator has to beat
-to be worth its cost. Two diagnostics, run only when asked for, locate what the crowd's offsets
-miss: ``peers`` moves prototypes by the class-mean offsets of the *other* subjects of the same
-data set (the same population and capture), ``oracle`` by the subject's *own*, taken from their
-training faces of every class, also those not learned yet: what no robot can know, it bounds
-what offset imagination could reach in this feature space. The protocol works on precomputed
-features, so
+to be worth its cost. Three diagnostics, run only when asked for, locate what G and the crowd's
+offsets miss: ``peers`` moves prototypes by the class-mean offsets of the *other* subjects of the
+same data set (the same population and capture), ``clifer_peers`` is ``clifer`` with G's change
+recentred on those subjects (:class:`~clifer_edge.imagination.PeerRecentring`), and ``oracle``
+moves prototypes by the subject's *own* class-mean offsets, taken from their training faces of
+every class, also those not learned yet: what no robot can know, it bounds what offset
+imagination could reach in this feature space. The protocol works on precomputed features, so
 the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
 
 After each step it also measures imagination directly: the accuracy on held-out faces of the

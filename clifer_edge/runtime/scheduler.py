@@ -72,7 +72,9 @@ class ImaginationScheduler:
         Maps the memories' standardised space to encoder latents and back.
     recentring : PeerRecentring, optional
         Shifts each point the generator imagines by the peers' (s, c) shift
-        (:class:`~clifer_edge.imagination.PeerRecentring`); ``None``: G's change as it is.
+        (:class:`~clifer_edge.imagination.PeerRecentring`, computed for the residual form);
+        ``None``: G's change as it is. The runtime passes none yet; the evaluation's
+        ``clifer_peers`` condition does.
     clock : callable() -> float
         Time source of the idle timer (seconds); a simulation may pass its own.
 
