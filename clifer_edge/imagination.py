@@ -203,31 +203,30 @@ class PeerRecentring:
         self, points: np.ndarray, labels: Sequence[str], encoder: Any, generator: Any, space: Any
     ) -> None:
         points = _check_prototypes(points, labels)
+        self.dim = points.shape[1]
         names = np.asarray([canonical_label(name) for name in labels], dtype=object)
         drawable = [c for c in generator_vocabulary(generator) if (names == c).any()]
         means = {c: points[names == c].mean(axis=0) for c in drawable}
         self.shifts: dict[tuple[str, str], np.ndarray] = {}
         for source in drawable:
             faces = points[names == source]
-            for target in drawable:
-                if target == source:
-                    continue
-                latents, _ = imagine_latents(
-                    space.to_latent(faces),
-                    encoder,
-                    generator,
-                    [source] * len(faces),
-                    [target],
-                    residual=True,
-                )
-                change = (space.to_memory(latents) - faces).mean(axis=0)
+            targets = [c for c in drawable if c != source]
+            if not targets:
+                continue
+            # One call per source: E(G(x, source)) is computed once for all its targets.
+            latents, imagined = imagine_latents(
+                space.to_latent(faces), encoder, generator, [source] * len(faces), targets, True
+            )
+            changes = space.to_memory(latents) - np.repeat(faces, len(targets), axis=0)
+            imagined = np.asarray(imagined, dtype=object)
+            for target in targets:
+                change = changes[imagined == target].mean(axis=0)
                 self.shifts[source, target] = (means[target] - means[source]) - change
 
     def shift(self, sources: Sequence[str], targets: Sequence[str]) -> np.ndarray:
         """One row per imagined point: the shift of its (source, target) pair, or zeros."""
-        dim = next(iter(self.shifts.values())).shape[0] if self.shifts else 0
         rows = [
-            self.shifts.get((canonical_label(s), canonical_label(t)), np.zeros(dim, np.float32))
+            self.shifts.get((canonical_label(s), canonical_label(t)), np.zeros(self.dim))
             for s, t in zip(sources, targets, strict=True)
         ]
-        return np.asarray(rows, dtype=np.float32).reshape(len(rows), dim)
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), self.dim)

@@ -331,6 +331,10 @@ def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, sub
     got = recentring.shift([source, "neutral"], [target, "contempt"])
     np.testing.assert_allclose(got[0], expected, atol=1e-5)
     np.testing.assert_array_equal(got[1], 0.0)  # G cannot draw contempt: no shift
+    # Peers who showed one class give no pair at all: every shift is a zero row of full width.
+    lonely = PeerRecentring(mine, [source] * len(mine), encoder, generator, calibration)
+    assert lonely.shifts == {}
+    np.testing.assert_array_equal(lonely.shift([source], [target]), np.zeros((1, meta.z_dim)))
 
     config = ImaginationConfig(enabled=True, residual=True)
     plain = ImaginationScheduler(config, encoder, generator, calibration)
