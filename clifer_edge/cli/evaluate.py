@@ -6,8 +6,9 @@ encoded by the bundled int8 encoder; for every subject the classes are learned o
 (episodes of 5) under each condition: ``mlp`` (retrained from scratch on all seen data),
 ``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal), ``clifer`` (replay + imagination after
 each class) and ``offsets`` (the same with the generator-free class-offset baseline); on request
-also the diagnostics ``peers`` (offsets from the other subjects' class means) and ``oracle``
-(from the subject's own: the ceiling of offset imagination).
+also the diagnostics ``peers`` (offsets from the other subjects' class means),
+``clifer_peers`` (G's change recentred on the other subjects) and ``oracle`` (offsets from the
+subject's own class means: the ceiling of offset imagination).
 Experiment 1 tests on the subject's held-out faces of the classes seen so far, Experiment 2 on
 all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others, and the static
 person-independent baseline on the same held-out faces. Writes ``results.json``, ``report.md``

@@ -613,11 +613,14 @@ def run_protocol(
     )
     jobs = [(s, d, c) for s in starts for d in subjects for c in conditions]
     bar = tqdm(jobs, desc="subjects x conditions", unit="run", disable=not progress)
+    imagines: dict[tuple[str, str], ImaginationModel | None] = {}  # the same for every order
     for start, data, condition in bar:
         bar.set_postfix_str(f"{data.subject} {condition}")
         order = class_order(data.split.classes, start)
-        imagines = diagnostic_imagination(condition, data, subjects, imagination)
-        steps, _ = run_subject(condition, data, order, config, imagines, fallback)
+        key = (data.subject, condition)
+        if key not in imagines:
+            imagines[key] = diagnostic_imagination(condition, data, subjects, imagination)
+        steps, _ = run_subject(condition, data, order, config, imagines[key], fallback)
         result.runs.append(
             {
                 "order": start or "default",
