@@ -227,3 +227,30 @@ def test_accepts_float64_lists_and_numpy_labels(backend) -> None:
     memory = GrowingDualMemory(GDMConfig(backend=backend, epochs=2))
     memory.partial_fit([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], np.array(["x", "y", "x"]))
     assert memory.predict([[0.0, 1.0]], memory="episodic") == ["x"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("replay", [False, True])
+def test_semantic_memory_recalls_what_it_has_not_consolidated(backend, replay) -> None:
+    """One face of a new class, near the old class (too near for the semantic memory to insert
+    a node, far enough for the episodic one): the semantic memory carries no node of it yet, so
+    its answer there comes from the episodic memory; elsewhere it answers alone."""
+    rng = np.random.default_rng(0)
+    old = rng.normal(0.0, 0.3, (40, 8)).astype(np.float32)
+    memory = GrowingDualMemory(GDMConfig(backend=backend), seed=0)
+    for start in range(0, 40, 5):
+        memory.partial_fit(old[start : start + 5], ["a"] * 5)
+        if replay:
+            memory.replay()
+    new = (old.mean(axis=0) + np.r_[1.3, np.zeros(7)]).astype(np.float32)[None]
+    memory.partial_fit(new, ["b"])
+    if replay:
+        memory.replay()
+    assert memory.consolidated() == ["a"]
+    assert memory.predict(new, memory="semantic") == ["b"] == memory.predict(new, "episodic")
+    np.testing.assert_allclose(
+        memory.predict_proba(new, memory="semantic"), memory.predict_proba(new, "episodic")
+    )
+    bmu, _ = memory.semantic_.nearest(new)
+    assert np.argmax(memory.semantic_.label_histograms()[bmu[0]]) == 0  # alone it says "a"
+    assert memory.predict(old[:5], memory="semantic") == ["a"] * 5

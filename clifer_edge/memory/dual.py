@@ -119,6 +119,12 @@ class GrowingDualMemory:
     imagined node answers instead. Imagined samples never reach the real networks, ``labels_``,
     :meth:`replay` or :meth:`episodic_prototypes`.
 
+    New knowledge reaches the semantic memory slowly: it inserts rarely, so a class shown a few
+    times may label none of its nodes yet (:meth:`consolidated`), and rehearsal of the older
+    classes can relabel the node it moved. As in complementary learning systems, what is not
+    consolidated yet is recalled from the episodic memory: a semantic query whose episodic BMU is
+    labelled with such a class gets the episodic answer.
+
     One memory is not safe to use from two threads at once: the compiled training loop releases
     the GIL while it updates the buffers in place, so a caller that learns in one thread (e.g.
     idle-time imagination) and predicts in another must hold one lock per memory.
@@ -379,10 +385,13 @@ class GrowingDualMemory:
     def predict_proba(self, X: Any, memory: MemoryName = "semantic") -> np.ndarray:
         """Per-class scores: the BMU's label histogram, normalised.
 
-        The BMU is that of the chosen real memory, unless the query's nearest imagined node of a
-        class not learned for real is strictly nearer than its nearest real episodic node; then
-        the row is that imagined node's histogram with the columns of real classes set to 0,
-        normalised. A BMU with an empty histogram gives equal scores to the real classes.
+        The BMU is that of the chosen real memory, with two exceptions. In the semantic memory,
+        a query whose episodic BMU is labelled with a class no semantic node carries yet (not
+        consolidated, see the class notes) takes the episodic BMU's histogram. And a query whose
+        nearest imagined node of a class not learned for real is strictly nearer than its
+        nearest real episodic node takes that imagined node's histogram with the columns of real
+        classes set to 0, normalised. A BMU with an empty histogram gives equal scores to the
+        real classes.
 
         Parameters
         ----------
@@ -402,6 +411,8 @@ class GrowingDualMemory:
         bmus, _ = network.nearest(X)
         n_real = len(self.labels_)
         real = network.label_histograms()[bmus, :n_real].astype(np.float64)
+        if memory == "semantic":
+            self._recall_unconsolidated(X, real)
         totals = real.sum(axis=1, keepdims=True)
         empty = totals[:, 0] <= 0
         real[empty] = 1.0
@@ -412,6 +423,25 @@ class GrowingDualMemory:
         if self.imagined_ is not None:
             self._imagined_answers(X, scores)
         return scores
+
+    def consolidated(self) -> list[str]:
+        """The real classes the semantic memory carries: the label of at least one of its
+        nodes (argmax of a non-empty histogram)."""
+        self._check_fitted()
+        histograms = self.semantic_.label_histograms()[:, : len(self.labels_)]
+        carried = np.unique(np.argmax(histograms[histograms.sum(axis=1) > 0], axis=1))
+        return [self.labels_[i] for i in carried]
+
+    def _recall_unconsolidated(self, X: np.ndarray, rows: np.ndarray) -> None:
+        """Overwrite, in place, the semantic rows whose episodic BMU is labelled with a class
+        not consolidated yet by that BMU's histogram (see the class notes)."""
+        carried = np.isin(np.asarray(self.labels_), self.consolidated())
+        if carried.all():
+            return
+        bmus, _ = self.episodic_.nearest(X)
+        episodic = self.episodic_.label_histograms()[bmus, : len(self.labels_)]
+        fresh = (episodic.sum(axis=1) > 0) & ~carried[np.argmax(episodic, axis=1)]
+        rows[fresh] = episodic[fresh]
 
     def _imagined_answers(self, X: np.ndarray, scores: np.ndarray) -> None:
         """Overwrite, in place, the rows that an imagined node answers (see predict_proba)."""
