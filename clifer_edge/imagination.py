@@ -73,21 +73,26 @@ def imagine_faces(
             raise ValueError(
                 f"cannot imagine {unknown}: not in the generator vocabulary {list(vocabulary)}"
             )
-    rows: list[int] = []
-    labels: list[str] = []
-    for row, source in enumerate(source_labels):
-        source = canonical_label(source)
-        for target in wanted:
-            if target != source:
-                rows.append(row)
-                labels.append(target)
-    index = np.asarray(rows, dtype=np.int64)
-    if not rows:
+    index, labels = _pairs(source_labels, wanted)
+    if not labels:
         size = generator.metadata.image_size
         return np.zeros((0, size, size, generator.metadata.channels), np.float32), [], index
     z = np.clip(prototypes[index], -1.0, 1.0)
     faces = generator.generate(z, labels)
     return faces, labels, index
+
+
+def _pairs(source_labels: Sequence[str], targets: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(prototype row, target) of every imagined face, in :func:`imagine_faces` order."""
+    rows: list[int] = []
+    labels: list[str] = []
+    for row, source in enumerate(source_labels):
+        source = canonical_label(source)
+        for target in targets:
+            if target != source:
+                rows.append(row)
+                labels.append(target)
+    return np.asarray(rows, dtype=np.int64), labels
 
 
 def imagine_latents(
@@ -175,53 +180,133 @@ def class_offset_points(
     return np.stack(points).astype(np.float32), labels
 
 
+def expression_changes(
+    points: np.ndarray,
+    labels: Sequence[str],
+    encoder: Any,
+    generator: Any,
+    space: Any,
+    targets: Iterable[str],
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """G's change of expression of real points, in the memories' space (the residual form).
+
+    Each point x of expression s is rendered under every target c other than s and re-encoded;
+    its change is ``to_memory(z + E(G(z, c)) - E(G(z, s))) - x`` with ``z = to_latent(x)``.
+
+    Returns
+    -------
+    changes : ndarray of shape (m, d), float32
+    sources, targets : list of str, length m
+        The (s, c) pair of each change.
+    """
+    points = _check_prototypes(points, labels)
+    sources = [canonical_label(name) for name in labels]
+    targets = [canonical_label(name) for name in targets]
+    latents, imagined = imagine_latents(
+        space.to_latent(points), encoder, generator, sources, targets, residual=True
+    )
+    if not imagined:
+        return np.zeros((0, points.shape[1]), np.float32), [], []
+    rows, _ = _pairs(sources, targets)
+    changes = np.asarray(space.to_memory(latents), dtype=np.float32) - points[rows]
+    return changes, [sources[i] for i in rows], imagined
+
+
+class PersonRecentring:
+    """One known person's recentring terms, accumulated chunk by chunk.
+
+    For a pair (s, c) of expressions the person showed for real, the term is their own
+    class-mean offset minus G's mean change over their points of s::
+
+        term(s, c) = (mean(c) - mean(s)) - mean over their points x of s of G_change(x, c)
+
+    i.e. how this person really moves from s to c, beyond what G draws. Class means come from all
+    the points at once (cheap); G's changes are added in chunks (:meth:`add`), so the caller can
+    stop between two of them.
+    """
+
+    def __init__(self, points: np.ndarray, labels: Sequence[str], vocabulary: Sequence[str]):
+        points = _check_prototypes(points, labels)
+        names = np.asarray([canonical_label(name) for name in labels], dtype=object)
+        #: Expressions shown that G can draw: the sources and targets of the terms.
+        self.classes = [c for c in vocabulary if (names == c).any()]
+        self.means = {c: points[names == c].mean(axis=0) for c in self.classes}
+        self._sums: dict[tuple[str, str], np.ndarray] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def add(self, changes: np.ndarray, sources: Sequence[str], targets: Sequence[str]) -> None:
+        """Accumulate G's changes of some of the person's points (:func:`expression_changes`)."""
+        for change, pair in zip(changes, zip(sources, targets, strict=True), strict=True):
+            if pair[0] in self.means and pair[1] in self.means:
+                self._sums[pair] = self._sums.get(pair, 0.0) + change
+                self._counts[pair] = self._counts.get(pair, 0) + 1
+
+    def terms(self) -> dict[tuple[str, str], np.ndarray]:
+        """term(s, c) for every pair with at least one change accumulated."""
+        return {
+            (s, c): (self.means[c] - self.means[s]) - total / self._counts[s, c]
+            for (s, c), total in self._sums.items()
+        }
+
+    @classmethod
+    def measure(
+        cls, points: np.ndarray, labels: Sequence[str], encoder: Any, generator: Any, space: Any
+    ) -> PersonRecentring:
+        """All of one person's terms in one go (the evaluation; the robot adds chunk by chunk)."""
+        person = cls(points, labels, generator_vocabulary(generator))
+        names = [canonical_label(name) for name in labels]
+        index = [i for i, name in enumerate(names) if name in person.means]
+        if index:
+            person.add(
+                *expression_changes(
+                    np.asarray(points)[index],
+                    [names[i] for i in index],
+                    encoder,
+                    generator,
+                    space,
+                    person.classes,
+                )
+            )
+        return person
+
+
 class PeerRecentring:
     """G's change of expression recentred on people already known: a per-(s, c) shift.
 
     The generator learned its changes of expression from FER2013, so its *average* change from s
-    to c is the crowd's, not that of the people in front of this camera. Given real faces of other
-    people (points in the memories' space, labelled), the shift for s -> c is their true
-    class-mean offset minus G's mean change over their faces of s, both in the memories' space::
-
-        shift(s, c) = (mean(c) - mean(s)) - mean over their faces x of s of (G_change(x, c) - x)
-
-    Added to a person's imagined point ``x + G_change`` it keeps what G does differently for this
-    person and replaces G's average by the peers' observed one. Pairs the peers never showed,
-    or that G cannot draw, get no shift.
+    to c is the crowd's, not that of the people in front of this camera. The shift for s -> c is
+    the mean, over the known people who showed both s and c, of their
+    :class:`PersonRecentring` term. Added to a person's imagined point ``x + G_change`` it keeps
+    what G does differently for this person and replaces G's average by the one observed in people
+    already known. Pairs fewer than ``min_peers`` of them showed, or that G cannot draw, get no
+    shift.
 
     Parameters
     ----------
-    points : ndarray of shape (n, d)
-        The peers' real faces (or prototypes) in the memories' space.
-    labels : sequence of str, length n
-    encoder, generator : Encoder, Generator
-    space : object
-        ``to_latent`` / ``to_memory`` between the memories' space and encoder latents.
+    peers : sequence of dict
+        Each known person's :meth:`PersonRecentring.terms` (the person imagined for excluded).
+    dim : int
+        Dimension of the memories' space.
+    min_peers : int
+        People needed before a pair is shifted (one person's offsets are noisy).
     """
 
     def __init__(
-        self, points: np.ndarray, labels: Sequence[str], encoder: Any, generator: Any, space: Any
+        self,
+        peers: Sequence[dict[tuple[str, str], np.ndarray]],
+        dim: int,
+        min_peers: int = 1,
     ) -> None:
-        points = _check_prototypes(points, labels)
-        self.dim = points.shape[1]
-        names = np.asarray([canonical_label(name) for name in labels], dtype=object)
-        drawable = [c for c in generator_vocabulary(generator) if (names == c).any()]
-        means = {c: points[names == c].mean(axis=0) for c in drawable}
-        self.shifts: dict[tuple[str, str], np.ndarray] = {}
-        for source in drawable:
-            faces = points[names == source]
-            targets = [c for c in drawable if c != source]
-            if not targets:
-                continue
-            # One call per source: E(G(x, source)) is computed once for all its targets.
-            latents, imagined = imagine_latents(
-                space.to_latent(faces), encoder, generator, [source] * len(faces), targets, True
-            )
-            changes = space.to_memory(latents) - np.repeat(faces, len(targets), axis=0)
-            imagined = np.asarray(imagined, dtype=object)
-            for target in targets:
-                change = changes[imagined == target].mean(axis=0)
-                self.shifts[source, target] = (means[target] - means[source]) - change
+        self.dim = dim
+        pairs: dict[tuple[str, str], list[np.ndarray]] = {}
+        for terms in peers:
+            for pair, term in terms.items():
+                pairs.setdefault(pair, []).append(term)
+        self.shifts = {
+            pair: np.mean(terms, axis=0) for pair, terms in pairs.items() if len(terms) >= min_peers
+        }
+        #: How many known people each shifted pair averages.
+        self.counts = {pair: len(pairs[pair]) for pair in self.shifts}
 
     def shift(self, sources: Sequence[str], targets: Sequence[str]) -> np.ndarray:
         """One row per imagined point: the shift of its (source, target) pair, or zeros."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,16 @@ def learn_classes(rt: ExpressionRuntime, subject: CkSubject, classes: list[str])
         for image in subject.train(label):
             rt.process_face(image, person_id=subject.name, label=label)
     rt.save()
+
+
+def rewrite_record(path, edit_meta=None, edit_arrays=None) -> None:
+    """Rewrite a person record with its meta and/or arrays changed (a valid npz file)."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    if edit_meta:
+        edit_meta(meta)
+    if edit_arrays:
+        edit_arrays(arrays)
+    with open(path, "wb") as stream:
+        np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)

@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,7 +314,7 @@ def test_eval_diagnostics_imagine_with_other_subjects_or_the_subjects_own_means(
     """The diagnostics run only when asked; knowing the person's own class means names the
     classes not learned yet far better than the crowd's offsets."""
     out = tmp_path / "eval"
-    conditions = ["offsets", "peers", "clifer_peers", "oracle"]
+    conditions = ["offsets", "clifer_alone", "peers", "oracle"]
     argv = ["eval", "--data", str(data_dir / "ckplus48.npz"), "--out", str(out)]
     argv += ["--conditions", ",".join(conditions), "--max-subjects", "3"]
     argv += ["--static-train", "none", "--few-shot-class", "none", "--no-progress"]
@@ -328,6 +329,50 @@ def test_eval_diagnostics_imagine_with_other_subjects_or_the_subjects_own_means(
         if row["experiment"] == 2 and row["memory"] == "episodic"
     }
     assert unseen["oracle"] > unseen["offsets"] + 0.1
+
+
+def _unseen(out: Path) -> dict[str, float]:
+    document = json.loads((out / "results.json").read_text())
+    return {
+        row["condition"]: row["unseen_acc_steps_mean"]
+        for row in document["summary"]
+        if row["experiment"] == 2 and row["memory"] == "episodic"
+    }
+
+
+def test_eval_clifer_recentres_on_the_other_subjects_it_knows(tmp_path, data_dir):
+    """clifer's robot knows the other subjects and recentres G on them; knowing nobody
+    (--known-people 0) it imagines exactly as clifer_alone."""
+    config = tmp_path / "robot.yaml"
+    config.write_text("imagination:\n  recentre_min_peers: 2\n")
+    base = ["eval", "--data", str(data_dir / "ckplus48.npz"), "--max-subjects", "4"]
+    base += ["--conditions", "clifer,clifer_alone", "--runtime-config", str(config)]
+    base += ["--static-train", "none", "--few-shot-class", "none", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "all")]) == 0
+    assert main([*base, "--out", str(tmp_path / "none"), "--known-people", "0"]) == 0
+    document = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert document["protocol"]["known_people"] == "all"
+    assert "recentre_min_peers=2" in document["imagination"]
+    known, alone = _unseen(tmp_path / "all"), _unseen(tmp_path / "none")
+    assert known["clifer"] != known["clifer_alone"] == alone["clifer_alone"] == alone["clifer"]
+
+
+def test_known_people_benchmark_short_run(tmp_path, data_dir):
+    """A short run of ``benchmarks/known_people.py``: with fewer known people than the shipped
+    minimum per pair, the robot imagines as if it knew nobody."""
+    out = tmp_path / "known"
+    done = run_benchmark(
+        "known_people.py",
+        *("--known", "0,all", "--max-subjects", "3", "--data-dir", str(data_dir)),
+        *("--out", str(out)),
+        timeout=600,
+    )
+    rows = json.loads((out / "known_people.json").read_text())
+    assert len(rows) == 2 * 2 * 2 and (out / "known_people.png").stat().st_size > 0
+    by = {(r["data"], r["min_peers"], r["known"]): r["unseen_acc"] for r in rows}
+    for data in ("jaffe.npz", "ckplus48.npz"):
+        assert by[data, 5, 0] == by[data, 5, "all"] == by[data, 1, 0]  # 2 others < 5
+    assert "| ckplus48.npz | 1 | all |" in done.stdout
 
 
 def test_own_class_means_are_the_subjects_means_in_the_same_space():

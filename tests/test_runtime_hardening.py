@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from runtime_support import ck_subjects, learn_classes, make_runtime
+from runtime_support import ck_subjects, learn_classes, make_runtime, rewrite_record
 
 from clifer_edge.fileio import file_stem, stem_of
 from clifer_edge.labels import canonical_label
@@ -34,19 +34,6 @@ def subjects(data_dir):
 
 def files_under(folder) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-def rewrite_record(path, edit_meta=None, edit_arrays=None) -> None:
-    """Rewrite a person record with its meta and/or arrays changed (a valid npz file)."""
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
-    meta = json.loads(str(arrays.pop("meta")))
-    if edit_meta:
-        edit_meta(meta)
-    if edit_arrays:
-        edit_arrays(arrays)
-    with open(path, "wb") as stream:
-        np.savez(stream, meta=np.array(json.dumps(meta)), **arrays)
 
 
 # -- 1, 2: names on disk -------------------------------------------------------------------------
@@ -161,6 +148,10 @@ BAD_RECORDS = {
     "wrong width": dict(edit_arrays=lambda a: a.update(real_latents=np.zeros((4, 7), np.float32))),
     "wrong field type": dict(edit_meta=lambda m: m.update(n_episodes="many")),
     "labels not a list": dict(edit_meta=lambda m: m.update(shown_labels=7)),
+    "real labels not labels": dict(edit_meta=lambda m: m.update(real_labels=[1, 2])),
+    "more real labels than latents": dict(
+        edit_meta=lambda m: m.update(real_labels=["happiness"] * 5000)
+    ),
     "non-finite": dict(
         edit_arrays=lambda a: a.update(real_latents=np.full_like(a["real_latents"], np.nan))
     ),

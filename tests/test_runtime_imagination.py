@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from runtime_support import ck_subjects, learn_classes, make_runtime
+from runtime_support import ck_subjects, learn_classes, make_runtime, rewrite_record
 from sklearn.metrics import f1_score
 
 from clifer_edge.imagination import imagine_latents
@@ -300,47 +300,160 @@ def test_class_offsets_imagination_needs_no_generator(tmp_path, models, subjects
     assert set(unseen) <= set(scores)
 
 
-def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, subjects):
-    """shift(s, c) = the peers' class-mean offset minus G's mean change over their faces of s;
-    the scheduler adds it to each point G imagines, and pairs nobody showed are left alone."""
-    from clifer_edge.imagination import PeerRecentring
-    from clifer_edge.models import ModelFiles
+def _memory_points(calibration, encoder, faces):
     from clifer_edge.preprocessing import preprocess_faces
+
+    meta = encoder.metadata
+    return calibration.to_memory(
+        encoder.encode(preprocess_faces(np.stack(faces), meta.image_size, meta.channels))
+    )
+
+
+def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, subjects):
+    """term(s, c) = a person's class-mean offset minus G's mean change over their faces of s;
+    the shift averages the terms of the people who showed both; the scheduler adds it to each
+    point G imagines; pairs too few people showed, or G cannot draw, are left alone."""
+    from clifer_edge.imagination import PeerRecentring, PersonRecentring
+    from clifer_edge.models import ModelFiles
     from clifer_edge.runtime.config import ImaginationConfig
     from clifer_edge.runtime.scheduler import ImaginationScheduler
 
     encoder, generator = models
     calibration = ModelFiles.locate().load_calibration(encoder)
-    meta = encoder.metadata
-    faces, labels = [], []
+    people = []
     for subject in subjects[1:4]:
-        for label in subject.classes:
-            faces += subject.train(label)
-            labels += [label] * len(subject.train(label))
-    points = calibration.to_memory(
-        encoder.encode(preprocess_faces(np.stack(faces), meta.image_size, meta.channels))
-    )
-    recentring = PeerRecentring(points, labels, encoder, generator, calibration)
-    source, target = sorted({(s, t) for s, t in recentring.shifts})[0]
-    mine = points[np.asarray(labels) == source]
+        labels = [label for label in subject.classes for _ in subject.train(label)]
+        faces = [face for label in subject.classes for face in subject.train(label)]
+        people.append((_memory_points(calibration, encoder, faces), labels))
+    measured = [
+        PersonRecentring.measure(points, labels, encoder, generator, calibration)
+        for points, labels in people
+    ]
+    terms = [person.terms() for person in measured]
+    points, labels = people[0]
+    names = np.asarray(labels)
+    source, target = sorted(terms[0])[0]
+    mine = points[names == source]
     changed, _ = imagine_latents(
         calibration.to_latent(mine), encoder, generator, [source] * len(mine), [target], True
     )
-    offset = points[np.asarray(labels) == target].mean(0) - mine.mean(0)
+    offset = points[names == target].mean(0) - mine.mean(0)
     expected = offset - (calibration.to_memory(changed) - mine).mean(0)
+    np.testing.assert_allclose(terms[0][source, target], expected, atol=1e-5)
+
+    recentring = PeerRecentring(terms, encoder.metadata.z_dim, min_peers=1)
+    sharing = [t[source, target] for t in terms if (source, target) in t]
+    assert recentring.counts[source, target] == len(sharing)
     got = recentring.shift([source, "neutral"], [target, "contempt"])
-    np.testing.assert_allclose(got[0], expected, atol=1e-5)
+    np.testing.assert_allclose(got[0], np.mean(sharing, axis=0), atol=1e-6)
     np.testing.assert_array_equal(got[1], 0.0)  # G cannot draw contempt: no shift
-    # Peers who showed one class give no pair at all: every shift is a zero row of full width.
-    lonely = PeerRecentring(mine, [source] * len(mine), encoder, generator, calibration)
-    assert lonely.shifts == {}
-    np.testing.assert_array_equal(lonely.shift([source], [target]), np.zeros((1, meta.z_dim)))
+    strict = PeerRecentring(terms, encoder.metadata.z_dim, min_peers=len(terms) + 1)
+    assert strict.shifts == {}
+    np.testing.assert_array_equal(strict.shift([source], [target]), np.zeros((1, mine.shape[1])))
+    # Someone who showed one class gives no pair at all.
+    lonely = PersonRecentring.measure(mine, [source] * len(mine), encoder, generator, calibration)
+    assert lonely.terms() == {}
 
     config = ImaginationConfig(enabled=True, residual=True)
-    plain = ImaginationScheduler(config, encoder, generator, calibration)
-    shifted = ImaginationScheduler(config, encoder, generator, calibration, recentring=recentring)
+    scheduler = ImaginationScheduler(config, encoder, generator, calibration)
     lock = threading.Lock()
-    before, imagined = plain._generate(mine[:2], [source] * 2, [target], lock)
-    after, again = shifted._generate(mine[:2], [source] * 2, [target], lock)
+    before, imagined = scheduler._generate(mine[:2], [source] * 2, [target], lock)
+    after, again = scheduler._generate(mine[:2], [source] * 2, [target], lock, recentring)
     assert imagined == again == [target, target]
-    np.testing.assert_allclose(after - before, np.stack([expected, expected]), atol=1e-5)
+    np.testing.assert_allclose(after - before, np.stack([got[0], got[0]]), atol=1e-5)
+
+
+def test_the_robot_recentres_on_the_other_people_it_holds(tmp_path, models, subjects):
+    """In idle time the runtime measures the other resident persons' terms on their real
+    labelled faces, chunk by chunk (equal to measuring them at once), uses them for each person
+    but never that person's own, and drops a forgotten person's."""
+    from clifer_edge.imagination import PeerRecentring, PersonRecentring
+
+    encoder, generator = models
+    rt = make_runtime(
+        tmp_path,
+        models,
+        imagination={"recentre_min_peers": 2, "chunk_prototypes": 3},
+    )
+    # Two people showed three expressions, the last one two: each of the first two showed one
+    # the last has not learned, so the robot measures them for the last.
+    people = subjects[:3]
+    for subject, n in zip(people, (3, 3, 2), strict=True):
+        learn_classes(rt, subject, subject.classes[:n])
+    rt.set_idle(True)
+    report = rt.imagine(300.0)
+    assert report is not None and report.done and report.latents > 0
+    states = {s.name: rt.persons.get(s.name) for s in people}
+    known = rt.scheduler.known
+    calibration = rt.scheduler.calibration
+    terms = {}
+    for subject in people[:2]:
+        state = states[subject.name]
+        assert not known.stale(state)
+        assert state.real_labels and len(state.real_labels) == state.n_faces_learned
+        at_once = PersonRecentring.measure(
+            state.real_latents, state.real_labels, encoder, generator, calibration
+        )
+        terms[subject.name] = at_once.terms()
+        chunked = known._people[subject.name].recentring.terms()
+        assert chunked.keys() == terms[subject.name].keys()
+        for pair, term in terms[subject.name].items():
+            np.testing.assert_allclose(chunked[pair], term, atol=1e-4)
+    last = states[people[2].name]
+    used = known.recentring(last, list(states.values()), 2)
+    others = PeerRecentring([terms[s.name] for s in people[:2]], used.dim, 2)
+    assert used.shifts.keys() == others.shifts.keys() and used.shifts
+    for pair, shift in others.shifts.items():
+        np.testing.assert_allclose(used.shifts[pair], shift, atol=1e-4)
+    # The person imagined for never counts for themself.
+    mine = known.recentring(states[people[0].name], [states[people[0].name]], 1)
+    assert mine is None
+
+    assert rt.forget(people[1].name)
+    assert people[1].name not in known._people
+    assert known.recentring(last, rt.persons.resident(), 2) is None  # one peer left
+
+
+def test_measuring_the_known_people_resumes_across_idle_periods(tmp_path, models, subjects):
+    """Measuring runs in chunks within the budget like imagination: a short idle period leaves
+    it part-done, the next ones go on from there, and imagination starts once it is done."""
+    encoder, generator = models
+    slow = (encoder, SlowGenerator(generator, 0.02))  # a chunk takes >= 40 ms on any machine
+    rt = make_runtime(tmp_path, slow, imagination={"recentre_min_peers": 2, "chunk_prototypes": 1})
+    people = subjects[:3]
+    for subject, n in zip(people, (3, 3, 2), strict=True):
+        learn_classes(rt, subject, subject.classes[:n])
+    known = rt.scheduler.known
+    rt.set_idle(True)
+    measured, calls = [], 0
+    while calls < 500:
+        report = rt.imagine(0.05)
+        calls += 1
+        measured.append(sum(e.measured for e in known._people.values()))
+        if report.latents:
+            break
+        assert not report.done
+    assert report.latents > 0
+    assert all(not known.stale(rt.persons.get(s.name)) for s in people[:2])
+    assert measured == sorted(measured)  # never started over
+    assert len(set(measured[:-1])) >= 2  # spread over several idle periods
+
+
+def test_record_keeps_the_labels_of_the_real_latents(tmp_path, models, subjects):
+    subject = subjects[0]
+    rt = make_runtime(tmp_path, models)
+    learn_classes(rt, subject, subject.classes[:2])
+    labels = list(rt.persons.get(subject.name).real_labels)
+    rt.close()
+    assert labels == [c for c in subject.classes[:2] for _ in subject.train(c)]
+    again = make_runtime(tmp_path, models)
+    state = again.persons.get(subject.name)
+    assert state.real_labels == labels and len(state.real_latents) == len(labels)
+    again.close()
+    # A record of format 2 kept the latents without their labels: they load, unlabelled.
+    from clifer_edge.runtime.persons import person_key
+
+    record = tmp_path / f"{person_key(subject.name)}.person.npz"
+    rewrite_record(record, edit_meta=lambda m: (m.pop("real_labels"), m.update(format=2)))
+    old = make_runtime(tmp_path, models).persons.get(subject.name)
+    assert old.real_labels == [] and len(old.real_latents) == len(labels)

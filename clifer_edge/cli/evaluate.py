@@ -5,10 +5,11 @@ Point it at a per-subject data set in the shared npz layout (``images``, ``label
 encoded by the bundled int8 encoder; for every subject the classes are learned one at a time
 (episodes of 5) under each condition: ``mlp`` (retrained from scratch on all seen data),
 ``gdm``, ``replay`` (GDM + RNAT pseudo-rehearsal), ``clifer`` (replay + imagination after
-each class) and ``offsets`` (the same with the generator-free class-offset baseline); on request
-also the diagnostics ``peers`` (offsets from the other subjects' class means),
-``clifer_peers`` (G's change recentred on the other subjects) and ``oracle`` (offsets from the
-subject's own class means: the ceiling of offset imagination).
+each class, on a robot that already knows the other subjects and recentres G on them) and
+``offsets`` (the same with the generator-free class-offset baseline); on request also the
+diagnostics ``clifer_alone`` (``clifer`` on a robot that knows nobody else), ``peers`` (offsets
+from the other subjects' class means) and ``oracle`` (offsets from the subject's own class
+means: the ceiling of offset imagination).
 Experiment 1 tests on the subject's held-out faces of the classes seen so far, Experiment 2 on
 all of them. Also: a few-shot new class (k = 1, 3, 5 faces) after the others, and the static
 person-independent baseline on the same held-out faces. Writes ``results.json``, ``report.md``
@@ -112,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "clifer_edge/config/default.yaml)",
     )
     parser.add_argument(
+        "--known-people",
+        type=int,
+        default=None,
+        help="how many of the other subjects the clifer condition's robot already knows, as "
+        "memories of all their training faces (default: all; 0: nobody)",
+    )
+    parser.add_argument(
         "--latent-space",
         choices=("calibrated", "raw"),
         default="calibrated",
@@ -210,7 +218,8 @@ def _face_detector(args: argparse.Namespace, faces: Any) -> FaceDetector:
 def _describe_imagination(settings: Any) -> str:
     return (
         f"method={settings.method}, chunk_prototypes={settings.chunk_prototypes}, "
-        f"residual={settings.residual}, reimagine_distance={settings.reimagine_distance}"
+        f"residual={settings.residual}, reimagine_distance={settings.reimagine_distance}, "
+        f"recentre={settings.recentre}, recentre_min_peers={settings.recentre_min_peers}"
     )
 
 
@@ -258,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
                 "use --latent-space calibrated or leave 'offsets' out of --conditions"
             )
         shots = [int(k) for k in _parse_list(args.shots, None, "shots")]
+        if args.known_people is not None and args.known_people < 0:
+            raise ValueError(f"--known-people {args.known_people} should be >= 0")
         if args.few_shot_min_classes < 1:
             raise ValueError(f"--few-shot-min-classes {args.few_shot_min_classes} should be >= 1")
         if not args.latent_scale > 0:
@@ -290,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
             gdm_config=_gdm_config(args.gdm_config),
             imagination=imagination_settings,
             seed=args.seed,
+            known_people=args.known_people,
         )
         subjects, skipped, leaks = choose_subjects(dataset, features, args, prepared.valid)
         name = Path(dataset.source).name
@@ -474,7 +486,11 @@ def _meta(
             "max_subjects": args.max_subjects,
         },
         "leaks_near_duplicates": leaks,
-        "protocol": {"episode_size": 5, "gdm_config": _gdm_config(args.gdm_config).to_dict()},
+        "protocol": {
+            "episode_size": 5,
+            "gdm_config": _gdm_config(args.gdm_config).to_dict(),
+            "known_people": "all" if args.known_people is None else args.known_people,
+        },
     }
     if prepared.detection is not None:
         meta["face_detection"] = prepared.detection

@@ -12,17 +12,19 @@ so far, the batch-learning baseline), ``gdm`` (Growing Dual Memory), ``replay`` 
 pseudo-rehearsal after every episode, as the robot learns: ``learning.replay``) and ``clifer``
 (``replay`` plus imagination after every class: the robot's own
 :class:`~clifer_edge.runtime.scheduler.ImaginationScheduler` runs on the subject's memory as in an
-idle period, so prototypes are chosen, imagined and learned exactly as on the robot); and
-``offsets``, the same with the generator-free baseline imagination (``imagination.method:
-class_offsets``: prototypes moved by FER2013 class-mean offsets), which the generator has to beat
-to be worth its cost. Three diagnostics, run only when asked for, locate what G and the crowd's
-offsets miss: ``peers`` moves prototypes by the class-mean offsets of the *other* subjects of the
-same data set (the same population and capture), ``clifer_peers`` is ``clifer`` with G's change
-recentred on those subjects (:class:`~clifer_edge.imagination.PeerRecentring`), and ``oracle``
-moves prototypes by the subject's *own* class-mean offsets, taken from their training faces of
-every class, also those not learned yet: what no robot can know, it bounds what offset
-imagination could reach in this feature space. The protocol works on precomputed features, so
-the same code measures PCA pixels (the GDM demo) or the CAAE encoder (``clifer-edge eval``).
+idle period, so prototypes are chosen, imagined and learned exactly as on the robot, and the robot
+already knows the *other* subjects of the data set, as memories that learned all their training
+faces, on which it recentres G's change of expression); and ``offsets``, the same with the
+generator-free baseline imagination (``imagination.method: class_offsets``: prototypes moved by
+FER2013 class-mean offsets), which the generator has to beat to be worth its cost. Three
+diagnostics, run only when asked for, locate what G and the crowd's offsets miss:
+``clifer_alone`` is ``clifer`` on a robot that knows nobody else (G's change as it is),
+``peers`` moves prototypes by the class-mean offsets of the other subjects' training faces (the
+same population and capture), and ``oracle`` moves prototypes by the subject's *own* class-mean
+offsets, taken from their training faces of every class, also those not learned yet: what no
+robot can know, it bounds what offset imagination could reach in this feature space. The protocol
+works on precomputed features, so the same code measures PCA pixels (the GDM demo) or the CAAE
+encoder (``clifer-edge eval``).
 
 After each step it also measures imagination directly: the accuracy on held-out faces of the
 classes *not yet learned* from the subject (``unseen``; a memory that only knows real classes
@@ -51,15 +53,14 @@ from tqdm.auto import tqdm
 from clifer_edge.datasets import FaceDataset
 from clifer_edge.evaluation.split import SubjectSplit, split_subject
 from clifer_edge.evaluation.stats import kruskal_wallis, mean_ci95
-from clifer_edge.imagination import PeerRecentring
 from clifer_edge.labels import BASIC_EXPRESSIONS
 from clifer_edge.runtime.config import ImaginationConfig
 
 CONDITIONS: tuple[str, ...] = ("mlp", "gdm", "replay", "clifer", "offsets")
-#: Conditions run only when asked for: class-mean offsets of the other subjects (``peers``),
-#: G's changes recentred on the other subjects' (``clifer_peers``), or the subject's own
+#: Conditions run only when asked for: ``clifer`` on a robot that knows nobody else
+#: (``clifer_alone``), class-mean offsets of the other subjects (``peers``), or the subject's own
 #: class-mean offsets (``oracle``, knowledge no robot has).
-DIAGNOSTIC_CONDITIONS: tuple[str, ...] = ("peers", "clifer_peers", "oracle")
+DIAGNOSTIC_CONDITIONS: tuple[str, ...] = ("clifer_alone", "peers", "oracle")
 KNOWN_CONDITIONS: tuple[str, ...] = CONDITIONS + DIAGNOSTIC_CONDITIONS
 EXPERIMENTS: tuple[int, ...] = (1, 2)
 GDM_MEMORIES: tuple[str, ...] = ("episodic", "semantic")
@@ -83,7 +84,10 @@ class ImaginationModel:
     encoder: Any
     generator: Any
     space: Any
-    recentring: Any = None
+    #: The people the robot already knows (``PersonState``), on whom it recentres G.
+    peers: tuple[Any, ...] = ()
+    #: Their recentring terms (a ``KnownPeople`` shared by every subject's scheduler).
+    known: Any = None
 
 
 class SubjectClassMeans:
@@ -124,6 +128,9 @@ class ProtocolConfig:
         ``clifer_edge/config/default.yaml``), used by the ``clifer`` condition.
     seed : int
         Seeds the split, the episode order, the memories and the MLP.
+    known_people : int or None
+        How many of the other subjects the ``clifer`` robot already knows (the first ones in
+        subject order); ``None``: all of them.
     """
 
     episode_size: int = 5
@@ -131,10 +138,13 @@ class ProtocolConfig:
     mlp_hidden: tuple[int, ...] = (100,)
     imagination: ImaginationConfig = field(default_factory=ImaginationConfig)
     seed: int = 0
+    known_people: int | None = None
 
     def __post_init__(self) -> None:
         if self.episode_size < 1:
             raise ValueError(f"episode_size={self.episode_size} should be >= 1")
+        if self.known_people is not None and self.known_people < 0:
+            raise ValueError(f"known_people={self.known_people} should be >= 0 or None")
 
 
 def class_order(classes: Sequence[str], start: str | None = None) -> list[str]:
@@ -230,7 +240,7 @@ class _GDMLearner:
                 imagination.encoder,
                 imagination.generator,
                 imagination.space,
-                recentring=imagination.recentring,
+                known=imagination.known,
             )
             self._scheduler.set_idle(True)
         self._lock = threading.RLock()
@@ -246,7 +256,9 @@ class _GDMLearner:
                 X[start : start + size], list(labels[start : start + size]), replay=self.replay
             )
         if self._scheduler is not None:
-            report = self._scheduler.run([self.person], math.inf, self._lock)
+            report = self._scheduler.run(
+                [self.person], math.inf, self._lock, peers=self.imagination.peers
+            )
             if report is not None:
                 self.imagined += report.latents
 
@@ -289,6 +301,9 @@ def make_learner(
             raise ValueError(f"condition {condition!r} needs an ImaginationModel")
         if condition in ("offsets", "peers", "oracle"):
             settings = dataclasses.replace(config.imagination, method="class_offsets")
+            config = dataclasses.replace(config, imagination=settings)
+        if condition == "clifer_alone":
+            settings = dataclasses.replace(config.imagination, recentre=False)
             config = dataclasses.replace(config, imagination=settings)
         return _GDMLearner(config, replay=True, imagination=imagination)
     raise ValueError(f"condition {condition!r} should be one of {list(KNOWN_CONDITIONS)}")
@@ -446,29 +461,58 @@ def _class_rows(data: SubjectData, label: str, rng: np.random.Generator) -> np.n
     return rows[rng.permutation(rows.size)]
 
 
-def diagnostic_imagination(
+def known_people(
+    subjects: Sequence[SubjectData], config: ProtocolConfig, imagination: ImaginationModel | None
+) -> ImaginationModel | None:
+    """``imagination`` on a robot that knows every subject: each as the memory (with replay)
+    that learned all their training faces, class by class; :func:`subject_imagination` then
+    leaves each subject's own out."""
+    if imagination is None:
+        return None
+    from clifer_edge.memory import GrowingDualMemory
+    from clifer_edge.runtime.persons import PersonState
+    from clifer_edge.runtime.scheduler import KnownPeople
+
+    people = []
+    for data in subjects:
+        memory = GrowingDualMemory(config.gdm_config, seed=config.seed)
+        learner = _GDMLearner(config, True, None, PersonState(data.subject, memory))
+        rng = np.random.default_rng(config.seed)
+        for label in class_order(data.split.classes):
+            rows = _class_rows(data, label, rng)
+            learner.learn(data.X_train[rows], list(data.y_train[rows]))
+        people.append(learner.person)
+    return dataclasses.replace(imagination, peers=tuple(people), known=KnownPeople())
+
+
+def subject_imagination(
     condition: str,
     data: SubjectData,
     subjects: Sequence[SubjectData],
     imagination: ImaginationModel | None,
+    known: int | None = None,
 ) -> ImaginationModel | None:
-    """What one subject's run imagines with: for ``oracle`` the class means of the subject's own
-    training faces, for ``peers`` those of the other subjects' (pooled), for ``clifer_peers`` G
-    recentred on the other subjects' training faces (they stand for the people a robot already
-    knows); else ``imagination``."""
-    if imagination is None or condition not in DIAGNOSTIC_CONDITIONS:
-        return imagination
+    """What one subject's run imagines with.
+
+    ``clifer``: the robot knows the other subjects (``imagination.peers`` without the subject's
+    own, see :func:`known_people`; the first ``known`` of them, or all); ``peers``: the class
+    means of the other subjects' training faces (pooled); ``oracle``: those of the subject's own;
+    else ``imagination`` without peers.
+    """
+    if imagination is None:
+        return None
+    if condition == "clifer":
+        others = tuple(p for p in imagination.peers if p.person_id != data.subject)
+        return dataclasses.replace(imagination, peers=others[:known])
+    if condition not in ("peers", "oracle"):
+        return dataclasses.replace(imagination, peers=())
     sources = [data] if condition == "oracle" else [d for d in subjects if d is not data]
     if not sources:
         raise ValueError(f"condition {condition!r} needs other subjects")
     X = np.concatenate([d.X_train for d in sources])
     y = np.concatenate([np.asarray(d.y_train, dtype=str) for d in sources])
-    if condition == "clifer_peers":
-        recentring = PeerRecentring(
-            X, list(y), imagination.encoder, imagination.generator, imagination.space
-        )
-        return dataclasses.replace(imagination, recentring=recentring)
-    return dataclasses.replace(imagination, space=SubjectClassMeans(imagination.space, X, y))
+    space = SubjectClassMeans(imagination.space, X, y)
+    return dataclasses.replace(imagination, space=space, peers=())
 
 
 def run_subject(
@@ -483,7 +527,7 @@ def run_subject(
 
     Each step holds ``f1`` (per experiment and memory), ``unseen_acc`` (per memory) and, with a
     ``fallback``, ``unseen_acc_fallback`` on the same faces. For a diagnostic condition pass
-    its :func:`diagnostic_imagination`.
+    its :func:`subject_imagination`.
     """
     learner = make_learner(condition, config, imagination)
     rng = np.random.default_rng(config.seed)
@@ -614,12 +658,16 @@ def run_protocol(
     jobs = [(s, d, c) for s in starts for d in subjects for c in conditions]
     bar = tqdm(jobs, desc="subjects x conditions", unit="run", disable=not progress)
     imagines: dict[tuple[str, str], ImaginationModel | None] = {}  # the same for every order
+    if "clifer" in conditions:
+        imagination = known_people(subjects, config, imagination)
     for start, data, condition in bar:
         bar.set_postfix_str(f"{data.subject} {condition}")
         order = class_order(data.split.classes, start)
         key = (data.subject, condition)
         if key not in imagines:
-            imagines[key] = diagnostic_imagination(condition, data, subjects, imagination)
+            imagines[key] = subject_imagination(
+                condition, data, subjects, imagination, config.known_people
+            )
         steps, _ = run_subject(condition, data, order, config, imagines[key], fallback)
         result.runs.append(
             {
@@ -810,6 +858,8 @@ def run_few_shot_all(
             skipped[data.subject] = f"beyond --max-subjects {max_subjects}"
             continue
         jobs.extend((data, rows[split.train], rows[split.test], c) for c in conditions)
+    if "clifer" in conditions:
+        imagination = known_people(subjects, config, imagination)
     bar = tqdm(jobs, desc=f"few-shot {new_class}", unit="run", disable=not progress)
     for data, train, test, condition in bar:
         bar.set_postfix_str(f"{data.subject} {condition}")
@@ -821,7 +871,7 @@ def run_few_shot_all(
             new_class,
             shots,
             config,
-            diagnostic_imagination(condition, data, subjects, imagination),
+            subject_imagination(condition, data, subjects, imagination, config.known_people),
         )
         results.append(
             {

@@ -172,6 +172,11 @@ class ImaginationConfig:
     #: A prototype that moved further than this (Euclidean, in the memories' standardised space)
     #: since it was imagined is imagined again.
     reimagine_distance: float = 0.5
+    #: Recentre G's change of expression on the people the robot already knows
+    #: (:class:`~clifer_edge.imagination.PeerRecentring`; the generator's residual form only).
+    recentre: bool = True
+    #: Known people who must have shown both expressions of a pair before it is recentred.
+    recentre_min_peers: int = 5
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "imagination.budget_s": (0.001, 3600.0),
     "imagination.chunk_prototypes": (1, 1024),
     "imagination.reimagine_distance": (0.0, 1000.0),
+    "imagination.recentre_min_peers": (1, 1_000_000),
 }
 
 _SECTIONS: dict[str, type] = {

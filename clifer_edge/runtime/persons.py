@@ -55,14 +55,15 @@ from clifer_edge.memory import GrowingDualMemory
 
 logger = logging.getLogger(__name__)
 
-#: Version of the ``.person.npz`` record format (2: records the encoder).
-PERSON_FORMAT = 2
+#: Version of the ``.person.npz`` record format (2: records the encoder; 3: the labels of the
+#: real latents).
+PERSON_FORMAT = 3
 #: Longest accepted person id, in characters.
 MAX_PERSON_ID_LENGTH = 256
 _MEMORY_SUFFIX = ".gdm"
 _RECORD_SUFFIX = ".person.npz"
 _FACES_FOLDER = "faces"
-#: Real labelled latents remembered per person (where imagination may start from).
+#: Real labelled latents remembered per person (how they really show each expression).
 MAX_REAL_LATENTS = 1024
 #: PersonState arrays kept in the record file: (k, z_dim) latents, and the (z_dim,) centroid.
 _RECORD_ARRAYS = ("real_latents", "imagined_sources", "identity")
@@ -149,8 +150,12 @@ class PersonState:
     memory: GrowingDualMemory
     #: Labels the person showed for real (labelled episodes and teach), not imagined ones.
     shown_labels: set[str] = field(default_factory=set)
-    #: The newest latents of real labelled faces, shape (k, d) (where imagination may start).
+    #: The newest latents of real labelled faces, shape (k, d) (how the person really shows each
+    #: expression; imagination recentres on them for the other persons).
     real_latents: np.ndarray | None = None
+    #: The labels of the last ``len(real_labels)`` rows of ``real_latents`` (records of format
+    #: 2 kept latents without labels).
+    real_labels: list[str] = field(default_factory=list)
     #: Episodic prototypes already imagined from, shape (k, d) (not imagined again unless they
     #: move further than ``imagination.reimagine_distance``).
     imagined_sources: np.ndarray | None = None
@@ -187,6 +192,7 @@ class PersonState:
             self.memory.replay()
         self.shown_labels.update(labels)
         self.real_latents = append_rows(self.real_latents, latents, MAX_REAL_LATENTS)
+        self.real_labels = [*self.real_labels, *labels][-MAX_REAL_LATENTS:]
         self.n_episodes += 1
         self.n_faces_learned += len(labels)
 
@@ -348,6 +354,7 @@ class PersonStore:
             "imagined_through": state.imagined_through,
             "identity_count": state.identity_count,
             "shown_labels": sorted(state.shown_labels),
+            "real_labels": list(state.real_labels),
             "saved_at": time.time(),
             "seen_at": state.last_seen,
             "encoder": None
@@ -574,6 +581,7 @@ class PersonStore:
             state.shown_labels = set(meta["shown_labels"])
             for name in _RECORD_ARRAYS:
                 setattr(state, name, arrays.get(name))
+            state.real_labels = list(meta.get("real_labels", []))
         return state
 
     def _check_memory(self, memory: GrowingDualMemory) -> None:
@@ -625,6 +633,9 @@ class PersonStore:
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise ValueError(f"record field shown_labels={labels!r} is not a list of labels")
         meta["shown_labels"] = labels
+        real = meta.get("real_labels", [])
+        if not isinstance(real, list) or not all(isinstance(x, str) for x in real):
+            raise ValueError(f"record field real_labels={real!r} is not a list of labels")
         for name in ("saved_at", "seen_at"):
             value = meta.get(name, 0.0)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -658,6 +669,11 @@ class PersonStore:
         widths = {a.shape[-1] for a in arrays.values()}
         if len(widths) > 1:
             raise ValueError(f"record arrays of different widths {sorted(widths)}")
+        n_real = len(arrays["real_latents"]) if "real_latents" in arrays else 0
+        if len(meta.get("real_labels", [])) > n_real:
+            raise ValueError(
+                f"record holds {len(meta['real_labels'])} real labels for {n_real} real latents"
+            )
         return meta, arrays
 
     def _delete_files(self, key: str, everything: bool = False) -> bool:

@@ -44,7 +44,7 @@ from clifer_edge.runtime.persons import (
     Retention,
     check_person_id,
 )
-from clifer_edge.runtime.scheduler import ImaginationReport, ImaginationScheduler
+from clifer_edge.runtime.scheduler import ImaginationReport, ImaginationScheduler, KnownPeople
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,8 @@ class ExpressionRuntime:
         self.identities: IdentityIndex | None = None
         path = source_file(encoder) or self.config.model_files().encoder
         persons = self.config.persons
+        #: How the people the robot knows change expression (imagination recentres G on them).
+        self.known = KnownPeople()
         self.persons = PersonStore(
             self.config.memory_directory(),
             default_memory_factory(self.config.gdm, self.config.memory.max_nodes),
@@ -194,10 +196,10 @@ class ExpressionRuntime:
                 max_unlabelled=persons.max_unlabelled,
                 unlabelled_max_age_s=persons.unlabelled_max_age_days * 86400.0,
             ),
-            on_removed=self._drop_identity,
+            on_removed=self._removed,
         )
         self.scheduler = ImaginationScheduler(
-            self.config.imagination, encoder, generator, calibration, clock=clock
+            self.config.imagination, encoder, generator, calibration, clock=clock, known=self.known
         )
         if self.config.persons.mode == "identity":
             self.identities = IdentityIndex(
@@ -501,12 +503,14 @@ class ExpressionRuntime:
         True if anything existed."""
         check_person_id(person_id)
         with self._lock:
-            self._drop_identity(person_id)
+            self._removed(person_id)
             return self.persons.forget(person_id)
 
-    def _drop_identity(self, person_id: str) -> None:
+    def _removed(self, person_id: str) -> None:
+        """A person was deleted: drop their identity centroid and recentring terms."""
         if self.identities is not None:
             self.identities.remove(person_id)
+        self.known.forget(person_id)
 
     def save(self) -> None:
         """End every running episode and save every resident person that changed.

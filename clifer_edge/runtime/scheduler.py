@@ -27,7 +27,9 @@ import numpy as np
 
 from clifer_edge.imagination import (
     PeerRecentring,
+    PersonRecentring,
     class_offset_points,
+    expression_changes,
     generator_vocabulary,
     imagine_faces,
     reconstruct_latents,
@@ -61,6 +63,80 @@ class ImaginationReport:
     done: bool
 
 
+def _version(state: PersonState) -> tuple[int, int]:
+    """What a person's real faces are as of now: real episodes and faces learned."""
+    return state.n_episodes, state.n_faces_learned
+
+
+@dataclass
+class _KnownPerson:
+    """One person's recentring terms, measured on a snapshot of their real faces."""
+
+    #: :func:`_version` of the snapshot (a real episode since makes it stale).
+    version: tuple[int, int]
+    recentring: PersonRecentring
+    #: The snapshot's faces and labels (None and [] once all are measured).
+    points: np.ndarray | None
+    labels: list[str]
+    #: Faces whose G changes are accumulated so far.
+    measured: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.points is None
+
+
+class KnownPeople:
+    """How the people the robot knows really change expression, beyond what G draws.
+
+    Keeps, per person id, their :class:`~clifer_edge.imagination.PersonRecentring` terms
+    (a few kilobytes), measured in idle time on their newest real labelled faces
+    (``PersonState.real_latents``) and measured again after they learn for real. RAM only: after
+    a restart each person is measured again when resident. A person who is evicted keeps their
+    entry (it is theirs again when they come back unchanged); :meth:`forget` drops it. Shared by
+    several schedulers (the evaluation measures every subject once for all the others).
+    """
+
+    def __init__(self) -> None:
+        self._people: dict[str, _KnownPerson] = {}
+
+    def stale(self, state: PersonState) -> bool:
+        """Whether the person's terms are missing, incomplete or older than their memory."""
+        entry = self._people.get(state.person_id)
+        return entry is None or entry.version != _version(state) or not entry.complete
+
+    def entry(
+        self, state: PersonState, points: np.ndarray, labels: list[str], vocabulary: Sequence[str]
+    ) -> _KnownPerson:
+        """The person's current entry; a new snapshot when theirs is missing or outdated."""
+        entry = self._people.get(state.person_id)
+        if entry is None or entry.version != _version(state):
+            recentring = PersonRecentring(points, labels, vocabulary)
+            entry = _KnownPerson(_version(state), recentring, points if labels else None, labels)
+            self._people[state.person_id] = entry
+        return entry
+
+    def forget(self, person_id: str) -> None:
+        """Drop a person's terms (they were forgotten)."""
+        self._people.pop(person_id, None)
+
+    def recentring(
+        self, state: PersonState, peers: Sequence[PersonState], min_peers: int
+    ) -> PeerRecentring | None:
+        """The recentring for imagining ``state`` from the complete terms of the other
+        ``peers``; None when no pair has ``min_peers`` of them."""
+        entries = [self._people.get(peer.person_id) for peer in peers]
+        terms = [
+            entry.recentring.terms()
+            for peer, entry in zip(peers, entries, strict=True)
+            if peer.person_id != state.person_id and entry is not None and entry.complete
+        ]
+        if not terms or not state.fitted:
+            return None
+        recentring = PeerRecentring(terms, int(state.memory.n_features_in_), min_peers)
+        return recentring if recentring.shifts else None
+
+
 class ImaginationScheduler:
     """Decides when to imagine, and does it in small preemptible chunks.
 
@@ -70,11 +146,8 @@ class ImaginationScheduler:
     encoder, generator : Encoder, Generator
     calibration : LatentCalibration
         Maps the memories' standardised space to encoder latents and back.
-    recentring : PeerRecentring, optional
-        Shifts each point the generator imagines by the peers' (s, c) shift
-        (:class:`~clifer_edge.imagination.PeerRecentring`, computed for the residual form);
-        ``None``: G's change as it is. The runtime passes none yet; the evaluation's
-        ``clifer_peers`` condition does.
+    known : KnownPeople, optional
+        Where the known people's recentring terms are kept (a new, empty one by default).
     clock : callable() -> float
         Time source of the idle timer (seconds); a simulation may pass its own.
 
@@ -83,6 +156,12 @@ class ImaginationScheduler:
     Thread use: faces may arrive on another thread while :meth:`run` works. The caller calls
     :meth:`notify_activity` *before* it waits for the lock that :meth:`run` holds during each step,
     so a face waits at most one step (one generate, encode or train call on one chunk).
+
+    Recentring (``config.recentre``, the generator's residual form): before imagining for a
+    person, the scheduler brings the other people's :class:`KnownPeople` terms up to date, chunk
+    by chunk like imagination itself, and shifts every point G imagines for that person by
+    their :class:`~clifer_edge.imagination.PeerRecentring`. With nobody else known, G's change
+    is used as it is.
     """
 
     def __init__(
@@ -92,13 +171,13 @@ class ImaginationScheduler:
         generator: Any,
         calibration: LatentCalibration,
         clock: Callable[[], float] = time.monotonic,
-        recentring: PeerRecentring | None = None,
+        known: KnownPeople | None = None,
     ) -> None:
         self.config = config
         self.encoder = encoder
         self.generator = generator
         self.calibration = calibration
-        self.recentring = recentring
+        self.known = KnownPeople() if known is None else known
         self.clock = clock
         self._activity = threading.Event()
         self._last_activity = clock()
@@ -155,6 +234,17 @@ class ImaginationScheduler:
         index = [i for i, label in enumerate(labels) if label in vocabulary]
         return prototypes[index], [labels[i] for i in index]
 
+    def real_faces(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
+        """The person's newest real labelled latents whose label the generator can draw (how
+        they really show each expression: what recentring measures on them)."""
+        labels = state.real_labels
+        if not labels or state.real_latents is None:
+            return np.zeros((0, 0), np.float32), []
+        latents = np.asarray(state.real_latents[-len(labels) :], dtype=np.float32)
+        vocabulary = generator_vocabulary(self.generator)
+        index = [i for i, label in enumerate(labels) if label in vocabulary]
+        return latents[index], [labels[i] for i in index]
+
     def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
         """The real prototypes (:meth:`real_prototypes`) not imagined yet.
 
@@ -172,12 +262,19 @@ class ImaginationScheduler:
             prototypes, labels = prototypes[index], [labels[i] for i in index]
         return prototypes, labels
 
+    @property
+    def recentres(self) -> bool:
+        """Whether imagined points are recentred on the known people (see the class notes)."""
+        cfg = self.config
+        return cfg.recentre and cfg.method == "generator" and cfg.residual
+
     def run(
         self,
         persons: Sequence[PersonState],
         budget_s: float,
         lock: threading.RLock | threading.Lock,
         on_trained: Callable[[PersonState], None] | None = None,
+        peers: Sequence[PersonState] | None = None,
     ) -> ImaginationReport | None:
         """Imagine for the given persons (in order) until the budget is spent, work runs out or
         a face appears.
@@ -185,7 +282,9 @@ class ImaginationScheduler:
         Returns ``None`` without doing anything when imagination is disabled or the robot is not
         idle. ``on_trained(state)`` is called (under ``lock``) for each person whose memory
         changed, e.g. to save it; when a face preempted the run, those persons are only marked
-        ``dirty`` instead, so that the scheduler yields without waiting for the disk.
+        ``dirty`` instead, so that the scheduler yields without waiting for the disk. ``peers``
+        are the people recentring learns from (default: ``persons``; the person imagined for
+        never counts for themself).
         """
         if not self.config.enabled or not self.is_idle():
             return None
@@ -194,14 +293,25 @@ class ImaginationScheduler:
             return None
         start = time.perf_counter()
         deadline = start + budget_s
+        peers = list(persons) if peers is None else list(peers)
         touched: list[PersonState] = []
         n_prototypes = n_latents = n_chunks = 0
         out_of_time = False
+        if self.recentres:
+            with lock:
+                waiting = [state for state in persons if self.pending(state)[1]]
+            measured, complete = self._measure_peers(peers, waiting, deadline, lock)
+            n_chunks += measured
+            out_of_time = not complete and not self._activity.is_set()
         for state in persons:
             if self._activity.is_set() or out_of_time:
                 break
             with lock:
                 prototypes, labels = self.pending(state)
+                recentring = None
+                if self.recentres and labels:
+                    min_peers = self.config.recentre_min_peers
+                    recentring = self.known.recentring(state, peers, min_peers)
             size = self.config.chunk_prototypes
             complete = True
             for begin in range(0, len(labels), size):
@@ -212,7 +322,7 @@ class ImaginationScheduler:
                     out_of_time, complete = True, False
                     break
                 chunk, chunk_labels = prototypes[begin : begin + size], labels[begin : begin + size]
-                trained = self._chunk(state, chunk, chunk_labels, lock)
+                trained = self._chunk(state, chunk, chunk_labels, lock, recentring)
                 if trained < 0:
                     complete = False
                     break
@@ -253,12 +363,61 @@ class ImaginationScheduler:
         self.total_seconds += seconds
         return report
 
+    def _measure_peers(
+        self,
+        peers: Sequence[PersonState],
+        waiting: Sequence[PersonState],
+        deadline: float,
+        lock: threading.RLock | threading.Lock,
+    ) -> tuple[int, bool]:
+        """Bring up to date, chunk by chunk, the recentring terms of the peers that someone
+        waiting for imagination could use: someone with ``recentre_min_peers`` peers besides
+        themself, who has not learned an expression the peer showed. The number of chunks
+        measured, and False if a face or the budget stopped it."""
+        vocabulary = generator_vocabulary(self.generator)
+        size = self.config.chunk_prototypes
+        min_peers = self.config.recentre_min_peers
+        ids = {p.person_id for p in peers}
+        waiting = [s for s in waiting if len(ids - {s.person_id}) >= min_peers]
+        chunks = 0
+        for peer in peers:
+            shown = set(peer.real_labels)
+            if not any(
+                s.person_id != peer.person_id and shown - set(s.memory.labels_) for s in waiting
+            ):
+                continue
+            with lock:
+                if not peer.resident or not self.known.stale(peer):
+                    continue
+                points, labels = self.real_faces(peer)
+                entry = self.known.entry(peer, points, labels, vocabulary)
+            while entry.points is not None:
+                if self._activity.is_set() or time.perf_counter() >= deadline:
+                    return chunks, False
+                begin, end = entry.measured, entry.measured + size
+                with lock:
+                    changes = expression_changes(
+                        entry.points[begin:end],
+                        entry.labels[begin:end],
+                        self.encoder,
+                        self.generator,
+                        self.calibration,
+                        entry.recentring.classes,
+                    )
+                entry.recentring.add(*changes)
+                entry.measured = end
+                chunks += 1
+                if end >= len(entry.labels):
+                    entry.points, entry.labels = None, []  # complete: keep the terms only
+        return chunks, True
+
     def _chunk(
         self,
         state: PersonState,
         prototypes: np.ndarray,
         labels: list[str],
         lock: threading.RLock | threading.Lock,
+        recentring: PeerRecentring | None = None,
     ) -> int:
         """Generate, encode and train one chunk; -1 if a face interrupted it (nothing trained).
 
@@ -280,7 +439,7 @@ class ImaginationScheduler:
                 self.calibration.labels,
             )
         else:
-            points, imagined_labels = self._generate(prototypes, labels, targets, lock)
+            points, imagined_labels = self._generate(prototypes, labels, targets, lock, recentring)
             if points is None:
                 return -1
         if not imagined_labels:
@@ -300,8 +459,10 @@ class ImaginationScheduler:
         labels: list[str],
         targets: list[str],
         lock: threading.RLock | threading.Lock,
+        recentring: PeerRecentring | None = None,
     ) -> tuple[np.ndarray | None, list[str]]:
-        """E(G(z, c)) (or its residual form) in the memories' space; ``None`` if a face came."""
+        """E(G(z, c)) (or its residual form, recentred when given) in the memories' space;
+        ``None`` if a face came."""
         z = self.calibration.to_latent(prototypes)
         with lock:
             faces, imagined_labels, rows = imagine_faces(z, self.generator, labels, targets)
@@ -320,8 +481,8 @@ class ImaginationScheduler:
                 return None, []
             latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
         points = self.calibration.to_memory(latents)
-        if self.recentring is not None:
-            points += self.recentring.shift([labels[i] for i in rows], imagined_labels)
+        if recentring is not None:
+            points += recentring.shift([labels[i] for i in rows], imagined_labels)
         return points, imagined_labels
 
     @staticmethod
