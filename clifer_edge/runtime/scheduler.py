@@ -29,7 +29,6 @@ from clifer_edge.imagination import (
     PeerRecentring,
     PersonRecentring,
     class_offset_points,
-    expression_changes,
     generator_vocabulary,
     imagine_faces,
     reconstruct_latents,
@@ -395,16 +394,12 @@ class ImaginationScheduler:
                 if self._activity.is_set() or time.perf_counter() >= deadline:
                     return chunks, False
                 begin, end = entry.measured, entry.measured + size
-                with lock:
-                    changes = expression_changes(
-                        entry.points[begin:end],
-                        entry.labels[begin:end],
-                        self.encoder,
-                        self.generator,
-                        self.calibration,
-                        entry.recentring.classes,
-                    )
-                entry.recentring.add(*changes)
+                faces, sources = entry.points[begin:end], entry.labels[begin:end]
+                # G's change of each face, in the same preemptible steps as imagination.
+                points, targets, rows = self._render(faces, sources, entry.recentring.classes, lock)
+                if points is None:
+                    return chunks, False
+                entry.recentring.add(points - faces[rows], [sources[i] for i in rows], targets)
                 entry.measured = end
                 chunks += 1
                 if end >= len(entry.labels):
@@ -463,27 +458,38 @@ class ImaginationScheduler:
     ) -> tuple[np.ndarray | None, list[str]]:
         """E(G(z, c)) (or its residual form, recentred when given) in the memories' space;
         ``None`` if a face came."""
+        points, imagined_labels, rows = self._render(prototypes, labels, targets, lock)
+        if points is not None and recentring is not None:
+            points += recentring.shift([labels[i] for i in rows], imagined_labels)
+        return points, imagined_labels
+
+    def _render(
+        self,
+        prototypes: np.ndarray,
+        labels: list[str],
+        targets: list[str],
+        lock: threading.RLock | threading.Lock,
+    ) -> tuple[np.ndarray | None, list[str], np.ndarray]:
+        """G then E on each prototype and target, one locked step at a time; the points in the
+        memories' space, their targets and source rows (points ``None`` if a face came)."""
         z = self.calibration.to_latent(prototypes)
         with lock:
             faces, imagined_labels, rows = imagine_faces(z, self.generator, labels, targets)
         if self._activity.is_set():
-            return None, []
+            return None, [], rows
         if not imagined_labels:
-            return np.zeros((0, prototypes.shape[1]), np.float32), []
+            return np.zeros((0, prototypes.shape[1]), np.float32), [], rows
         with lock:
             latents = np.asarray(self.encoder.encode(faces), dtype=np.float32)
         if self._activity.is_set():
-            return None, []
+            return None, [], rows
         if self.config.residual:
             with lock:
                 own = reconstruct_latents(z, self.encoder, self.generator, labels)
             if self._activity.is_set():
-                return None, []
+                return None, [], rows
             latents = np.clip(z[rows] + latents - own[rows], -1.0, 1.0)
-        points = self.calibration.to_memory(latents)
-        if recentring is not None:
-            points += recentring.shift([labels[i] for i in rows], imagined_labels)
-        return points, imagined_labels
+        return self.calibration.to_memory(latents), imagined_labels, rows
 
     @staticmethod
     def _mark(state: PersonState, prototypes: np.ndarray) -> None:
