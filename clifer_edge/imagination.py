@@ -73,26 +73,21 @@ def imagine_faces(
             raise ValueError(
                 f"cannot imagine {unknown}: not in the generator vocabulary {list(vocabulary)}"
             )
-    index, labels = _pairs(source_labels, wanted)
-    if not labels:
+    rows: list[int] = []
+    labels: list[str] = []
+    for row, source in enumerate(source_labels):
+        source = canonical_label(source)
+        for target in wanted:
+            if target != source:
+                rows.append(row)
+                labels.append(target)
+    index = np.asarray(rows, dtype=np.int64)
+    if not rows:
         size = generator.metadata.image_size
         return np.zeros((0, size, size, generator.metadata.channels), np.float32), [], index
     z = np.clip(prototypes[index], -1.0, 1.0)
     faces = generator.generate(z, labels)
     return faces, labels, index
-
-
-def _pairs(source_labels: Sequence[str], targets: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """(prototype row, target) of every imagined face, in :func:`imagine_faces` order."""
-    rows: list[int] = []
-    labels: list[str] = []
-    for row, source in enumerate(source_labels):
-        source = canonical_label(source)
-        for target in targets:
-            if target != source:
-                rows.append(row)
-                labels.append(target)
-    return np.asarray(rows, dtype=np.int64), labels
 
 
 def imagine_latents(
@@ -180,38 +175,6 @@ def class_offset_points(
     return np.stack(points).astype(np.float32), labels
 
 
-def expression_changes(
-    points: np.ndarray,
-    labels: Sequence[str],
-    encoder: Any,
-    generator: Any,
-    space: Any,
-    targets: Iterable[str],
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """G's change of expression of real points, in the memories' space (the residual form).
-
-    Each point x of expression s is rendered under every target c other than s and re-encoded;
-    its change is ``to_memory(z + E(G(z, c)) - E(G(z, s))) - x`` with ``z = to_latent(x)``.
-
-    Returns
-    -------
-    changes : ndarray of shape (m, d), float32
-    sources, targets : list of str, length m
-        The (s, c) pair of each change.
-    """
-    points = _check_prototypes(points, labels)
-    sources = [canonical_label(name) for name in labels]
-    targets = [canonical_label(name) for name in targets]
-    latents, imagined = imagine_latents(
-        space.to_latent(points), encoder, generator, sources, targets, residual=True
-    )
-    if not imagined:
-        return np.zeros((0, points.shape[1]), np.float32), [], []
-    rows, _ = _pairs(sources, targets)
-    changes = np.asarray(space.to_memory(latents), dtype=np.float32) - points[rows]
-    return changes, [sources[i] for i in rows], imagined
-
-
 class PersonRecentring:
     """One known person's recentring terms, accumulated chunk by chunk.
 
@@ -235,7 +198,9 @@ class PersonRecentring:
         self._counts: dict[tuple[str, str], int] = {}
 
     def add(self, changes: np.ndarray, sources: Sequence[str], targets: Sequence[str]) -> None:
-        """Accumulate G's changes of some of the person's points (:func:`expression_changes`)."""
+        """Accumulate G's changes of some of the person's points: each point's
+        ``to_memory(z + E(G(z, c)) - E(G(z, s))) - x`` for its pair (s, c), with
+        ``z = to_latent(x)`` (the scheduler renders them in its preemptible steps)."""
         for change, pair in zip(changes, zip(sources, targets, strict=True), strict=True):
             if pair[0] in self.means and pair[1] in self.means:
                 self._sums[pair] = self._sums.get(pair, 0.0) + change
@@ -247,27 +212,6 @@ class PersonRecentring:
             (s, c): (self.means[c] - self.means[s]) - total / self._counts[s, c]
             for (s, c), total in self._sums.items()
         }
-
-    @classmethod
-    def measure(
-        cls, points: np.ndarray, labels: Sequence[str], encoder: Any, generator: Any, space: Any
-    ) -> PersonRecentring:
-        """All of one person's terms in one go (the evaluation; the robot adds chunk by chunk)."""
-        person = cls(points, labels, generator_vocabulary(generator))
-        names = [canonical_label(name) for name in labels]
-        index = [i for i, name in enumerate(names) if name in person.means]
-        if index:
-            person.add(
-                *expression_changes(
-                    np.asarray(points)[index],
-                    [names[i] for i in index],
-                    encoder,
-                    generator,
-                    space,
-                    person.classes,
-                )
-            )
-        return person
 
 
 class PeerRecentring:

@@ -309,37 +309,67 @@ def _memory_points(calibration, encoder, faces):
     )
 
 
+def _terms_by_definition(points, labels, encoder, generator, calibration):
+    """Every pair's recentring term straight from its definition, one (s, c) at a time."""
+    from clifer_edge.imagination import generator_vocabulary
+
+    names = np.asarray(labels)
+    shown = [c for c in generator_vocabulary(generator) if (names == c).any()]
+    terms = {}
+    for source in shown:
+        mine = points[names == source]
+        for target in shown:
+            if target == source:
+                continue
+            changed, _ = imagine_latents(
+                calibration.to_latent(mine),
+                encoder,
+                generator,
+                [source] * len(mine),
+                [target],
+                True,
+            )
+            offset = points[names == target].mean(0) - mine.mean(0)
+            terms[source, target] = offset - (calibration.to_memory(changed) - mine).mean(0)
+    return terms
+
+
+def _measured(scheduler, points, labels):
+    """A person's terms as the robot measures them (the scheduler's steps), in one chunk."""
+    from clifer_edge.imagination import PersonRecentring, generator_vocabulary
+
+    person = PersonRecentring(points, labels, generator_vocabulary(scheduler.generator))
+    rendered, targets, rows = scheduler._render(points, labels, person.classes, threading.Lock())
+    person.add(rendered - points[rows], [labels[i] for i in rows], targets)
+    return person
+
+
 def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, subjects):
     """term(s, c) = a person's class-mean offset minus G's mean change over their faces of s;
     the shift averages the terms of the people who showed both; the scheduler adds it to each
     point G imagines; pairs too few people showed, or G cannot draw, are left alone."""
-    from clifer_edge.imagination import PeerRecentring, PersonRecentring
+    from clifer_edge.imagination import PeerRecentring
     from clifer_edge.models import ModelFiles
     from clifer_edge.runtime.config import ImaginationConfig
     from clifer_edge.runtime.scheduler import ImaginationScheduler
 
     encoder, generator = models
     calibration = ModelFiles.locate().load_calibration(encoder)
+    config = ImaginationConfig(enabled=True, residual=True)
+    scheduler = ImaginationScheduler(config, encoder, generator, calibration)
     people = []
     for subject in subjects[1:4]:
         labels = [label for label in subject.classes for _ in subject.train(label)]
         faces = [face for label in subject.classes for face in subject.train(label)]
         people.append((_memory_points(calibration, encoder, faces), labels))
-    measured = [
-        PersonRecentring.measure(points, labels, encoder, generator, calibration)
-        for points, labels in people
-    ]
-    terms = [person.terms() for person in measured]
+    terms = [_measured(scheduler, points, labels).terms() for points, labels in people]
     points, labels = people[0]
-    names = np.asarray(labels)
+    expected = _terms_by_definition(points, labels, encoder, generator, calibration)
+    assert terms[0].keys() == expected.keys()
+    for pair, term in expected.items():
+        np.testing.assert_allclose(terms[0][pair], term, atol=1e-5)
     source, target = sorted(terms[0])[0]
-    mine = points[names == source]
-    changed, _ = imagine_latents(
-        calibration.to_latent(mine), encoder, generator, [source] * len(mine), [target], True
-    )
-    offset = points[names == target].mean(0) - mine.mean(0)
-    expected = offset - (calibration.to_memory(changed) - mine).mean(0)
-    np.testing.assert_allclose(terms[0][source, target], expected, atol=1e-5)
+    mine = points[np.asarray(labels) == source]
 
     recentring = PeerRecentring(terms, encoder.metadata.z_dim, min_peers=1)
     sharing = [t[source, target] for t in terms if (source, target) in t]
@@ -351,11 +381,8 @@ def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, sub
     assert strict.shifts == {}
     np.testing.assert_array_equal(strict.shift([source], [target]), np.zeros((1, mine.shape[1])))
     # Someone who showed one class gives no pair at all.
-    lonely = PersonRecentring.measure(mine, [source] * len(mine), encoder, generator, calibration)
-    assert lonely.terms() == {}
+    assert _measured(scheduler, mine, [source] * len(mine)).terms() == {}
 
-    config = ImaginationConfig(enabled=True, residual=True)
-    scheduler = ImaginationScheduler(config, encoder, generator, calibration)
     lock = threading.Lock()
     before, imagined = scheduler._generate(mine[:2], [source] * 2, [target], lock)
     after, again = scheduler._generate(mine[:2], [source] * 2, [target], lock, recentring)
@@ -365,9 +392,9 @@ def test_peer_recentring_replaces_gs_mean_change_by_the_peers_offset(models, sub
 
 def test_the_robot_recentres_on_the_other_people_it_holds(tmp_path, models, subjects):
     """In idle time the runtime measures the other resident persons' terms on their real
-    labelled faces, chunk by chunk (equal to measuring them at once), uses them for each person
+    labelled faces, chunk by chunk (equal to the terms' definition), uses them for each person
     but never that person's own, and drops a forgotten person's."""
-    from clifer_edge.imagination import PeerRecentring, PersonRecentring
+    from clifer_edge.imagination import PeerRecentring
 
     encoder, generator = models
     rt = make_runtime(
@@ -391,10 +418,9 @@ def test_the_robot_recentres_on_the_other_people_it_holds(tmp_path, models, subj
         state = states[subject.name]
         assert not known.stale(state)
         assert state.real_labels and len(state.real_labels) == state.n_faces_learned
-        at_once = PersonRecentring.measure(
+        terms[subject.name] = _terms_by_definition(
             state.real_latents, state.real_labels, encoder, generator, calibration
         )
-        terms[subject.name] = at_once.terms()
         chunked = known._people[subject.name].recentring.terms()
         assert chunked.keys() == terms[subject.name].keys()
         for pair, term in terms[subject.name].items():

@@ -227,11 +227,7 @@ class ImaginationScheduler:
         if not state.fitted:
             return np.zeros((0, 0), np.float32), []
         prototypes, labels = state.memory.episodic_prototypes()
-        prototypes = np.asarray(prototypes, dtype=np.float32)
-        labels = [str(label) for label in labels]
-        vocabulary = generator_vocabulary(self.generator)
-        index = [i for i, label in enumerate(labels) if label in vocabulary]
-        return prototypes[index], [labels[i] for i in index]
+        return self._drawable(prototypes, [str(label) for label in labels])
 
     def real_faces(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
         """The person's newest real labelled latents whose label the generator can draw (how
@@ -239,10 +235,13 @@ class ImaginationScheduler:
         labels = state.real_labels
         if not labels or state.real_latents is None:
             return np.zeros((0, 0), np.float32), []
-        latents = np.asarray(state.real_latents[-len(labels) :], dtype=np.float32)
+        return self._drawable(state.real_latents[-len(labels) :], labels)
+
+    def _drawable(self, points: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+        """The points (as float32) and labels whose label is in the generator's vocabulary."""
         vocabulary = generator_vocabulary(self.generator)
         index = [i for i, label in enumerate(labels) if label in vocabulary]
-        return latents[index], [labels[i] for i in index]
+        return np.asarray(points, dtype=np.float32)[index], [labels[i] for i in index]
 
     def pending(self, state: PersonState) -> tuple[np.ndarray, list[str]]:
         """The real prototypes (:meth:`real_prototypes`) not imagined yet.
