@@ -78,6 +78,25 @@ def test_hand_computed_steps(backend) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("insert_at_input", [False, True])
+def test_a_regulated_network_inserts_for_a_wrong_label(backend, insert_at_input) -> None:
+    """A face of a new class far from a node of another class: the regulated network inserts,
+    halfway (GWR) or at the input (the semantic memory's setting), with the new class's label."""
+    config = GWRConfig(regulated=True, insert_at_input=insert_at_input)
+    network = make(backend, config, n_features=2)
+    X = np.array([[0, 0], [0, 1], [0, 0], [0, 0], [4, 0]], dtype=np.float32)
+    network.train(X, np.array([0, 0, 0, 0, 1]), epochs=1)
+    state = network.get_state()
+    # x2, x3 = node 0 with its own label: weak updates that leave it in place, h0 0.4945 < 0.5.
+    # x4 = (4, 0): BMU node 0 with the wrong label, a = exp(-4) < 0.4 -> a new node.
+    assert state.n_nodes == 3
+    assert state.habituation[0] < config.habituation_threshold
+    expected = [4, 0] if insert_at_input else [2, 0]
+    np.testing.assert_array_equal(state.weights[2, 0], np.array(expected, dtype=np.float32))
+    np.testing.assert_array_equal(state.histograms[2], [0.0, 1.0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("regulated", [False, True])
 def test_invariants_on_a_long_stream(backend, regulated) -> None:
     config = GWRConfig(
@@ -120,9 +139,16 @@ def test_capacity_stops_at_max_nodes() -> None:
 
 @pytest.mark.parametrize("regulated", [False, True])
 @pytest.mark.parametrize("context_depth", [0, 2])
-def test_compiled_equals_reference_on_a_stream(regulated, context_depth) -> None:
+@pytest.mark.parametrize("insert_at_input", [False, True])
+def test_compiled_equals_reference_on_a_stream(regulated, context_depth, insert_at_input) -> None:
     """Same nodes, edges, synapses, histograms and predictions (the reference is the oracle)."""
-    config = GWRConfig(regulated=regulated, max_degree=4, temporal_degree=3, max_age=200)
+    config = GWRConfig(
+        regulated=regulated,
+        insert_at_input=insert_at_input,
+        max_degree=4,
+        temporal_degree=3,
+        max_age=200,
+    )
     X, y = labelled_stream(250, 12, 6, spread=0.5, seed=7)
     starts = np.zeros(len(X), dtype=bool)
     starts[::40] = True

@@ -232,6 +232,26 @@ def test_files_of_schema_1_still_load(faces, tmp_path) -> None:
     assert loaded.n_episodes_ == plain.n_episodes_ + 1
 
 
+def test_files_of_schema_2_keep_halfway_insertion(faces, tmp_path) -> None:
+    """A schema-2 file predates ``insert_at_input``: it loads with GWR's halfway insertion in
+    both networks, the rule it was created with."""
+    _, plain = _pair("cython", faces)
+    path, old = tmp_path / "new.gdm", tmp_path / "old.gdm"
+    plain.save(path)
+    assert plain.config_.semantic.insert_at_input and not plain.config_.episodic.insert_at_input
+
+    def to_schema_2(header: dict) -> None:
+        header["schema_version"] = 2
+        for name in ("episodic", "semantic"):
+            del header["config"][name]["insert_at_input"]
+
+    _rewrite(path, old, edit_header=to_schema_2)
+    loaded = GrowingDualMemory.load(old)
+    assert not loaded.config_.semantic.insert_at_input
+    assert not loaded.config_.episodic.insert_at_input
+    assert loaded.predict(_sample(faces, A, False, 5)) == plain.predict(_sample(faces, A, False, 5))
+
+
 def test_inconsistent_imagined_content_is_rejected(faces, tmp_path) -> None:
     memory, _ = _pair("cython", faces)
     path = tmp_path / "m.gdm"

@@ -358,6 +358,7 @@ def train(
     cdef double a_inc = params["a_inc"], a_dec = params["a_dec"]
     cdef long long max_age = params["max_age"], max_nodes = params["max_nodes"]
     cdef bint regulated = params["regulated"]
+    cdef bint insert_at_input = params["insert_at_input"]
     cdef int n_labels = params["n_labels"]
     cdef Py_ssize_t n = X.shape[0], d = X.shape[1], depth = W.shape[1], cap = W.shape[0]
     cdef long long total = epochs * n, it
@@ -419,13 +420,14 @@ def train(
                 and hab[b] < h_threshold
                 and n_nodes < max_nodes
             ):
-                # 4. insert a node halfway between the BMU and the input
+                # 4. insert a node halfway between the BMU and the input (or at the input)
                 if n_nodes == cap:
                     break
                 node = <int>n_nodes
-                for k in range(depth):
-                    for j in range(d):
-                        g[k, j] = <float>(0.5 * (<double>W[b, k, j] + <double>g[k, j]))
+                if not insert_at_input:
+                    for k in range(depth):
+                        for j in range(d):
+                            g[k, j] = <float>(0.5 * (<double>W[b, k, j] + <double>g[k, j]))
                 _new_node(W, hab, hist, nbr, deg, syn_deg, g, node, y, a_inc)
                 _copy_node(W, b, previous_weights)  # the BMU is unchanged by an insertion
                 n_nodes += 1

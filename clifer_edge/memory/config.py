@@ -79,6 +79,7 @@ _GWR_SPECS: dict[str, _Spec] = {
     "temporal_degree": _Spec(int, 1, 1024),
     "regulated": _Spec(bool),
     "mod_rate": _Spec(float, 0.0, 1.0),
+    "insert_at_input": _Spec(bool),
 }
 
 
@@ -112,6 +113,11 @@ class GWRConfig:
         Semantic-memory mode: learn strongly only where the BMU's label is wrong.
     mod_rate : float
         Factor on both rates when a regulated network's BMU already has the right label.
+    insert_at_input : bool
+        Place a new node at the input instead of halfway between the BMU and the input (GWR's
+        rule). A regulated network inserts because its BMU's label is wrong, and halfway towards
+        that BMU is the border with the class it confused; the semantic memory inserts at the
+        input (docs/gdm.md, deviation 13).
     """
 
     activation_threshold: float = 0.4
@@ -127,6 +133,7 @@ class GWRConfig:
     temporal_degree: int = 8
     regulated: bool = False
     mod_rate: float = 0.01
+    insert_at_input: bool = False
 
     def __post_init__(self) -> None:
         for key, spec in _GWR_SPECS.items():
@@ -180,6 +187,7 @@ def _default_semantic() -> GWRConfig:
         max_age=2000,
         max_nodes=2000,
         regulated=True,
+        insert_at_input=True,
     )
 
 

@@ -137,6 +137,7 @@ class GWRNetwork:
             "max_age": cfg.max_age,
             "max_nodes": cfg.max_nodes,
             "regulated": cfg.regulated,
+            "insert_at_input": cfg.insert_at_input,
             "n_labels": self._n_labels,
         }
         counters = np.array([self._n, self.clock, -1], dtype=np.int64)

@@ -5,7 +5,9 @@ network's canonical state arrays plus one ``header`` array: UTF-8 JSON with the 
 schema version, the config, the label names, the random-generator state and a SHA-256 checksum over
 the header and every array. Schema 2 adds the imagined network (when the memory has one) and the
 ``classes`` list (real and imagined labels, the columns of ``predict_proba``); files of schema 1
-still load, as a memory without imagined knowledge. It is written atomically (temporary file in
+still load, as a memory without imagined knowledge. Schema 3 stores ``insert_at_input`` in each
+network's settings; a file of schema 1 or 2 predates it and keeps GWR's halfway insertion in both
+networks, as it was created with. It is written atomically (temporary file in
 the same directory, fsync, rename), so a crash or a full disk never leaves a half-written memory in
 place of a good one, and a file that fails any check is rejected with :class:`MemoryFileError`
 without touching anything.
@@ -38,7 +40,7 @@ __all__ = [
 #: Identifies clifer-edge memory files among other npz archives.
 FORMAT = "clifer-edge-gdm"
 #: Bumped whenever the layout changes; files with a larger version are refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _NETWORKS = ("episodic", "semantic")
 #: The network of imagined samples (schema >= 2, present only when it has nodes).
@@ -153,6 +155,18 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return header, arrays
 
 
+def _upgraded_config(config: Any, version: int) -> Any:
+    """Schema < 3 settings with the value they were created with for keys added since."""
+    if version >= 3 or not isinstance(config, dict):
+        return config
+    config = dict(config)
+    for name in ("episodic", "semantic"):
+        network = config.get(name)
+        if isinstance(network, dict):
+            config[name] = {"insert_at_input": False, **network}
+    return config
+
+
 def read_memory_file(path: str | os.PathLike[str]) -> MemoryRecord:
     """Read and check a memory file written by :func:`write_memory_file`.
 
@@ -166,7 +180,7 @@ def read_memory_file(path: str | os.PathLike[str]) -> MemoryRecord:
     path = Path(path)
     header, arrays = _read_archive(path)
     try:
-        config = GDMConfig.from_dict(header["config"])
+        config = GDMConfig.from_dict(_upgraded_config(header["config"], header["schema_version"]))
         labels = header["labels"]
         n_features = header["n_features"]
         if not (

@@ -13,8 +13,8 @@ One training step, for input x with label y (``g``: global context, ``prev``: pr
    where the context is unknown and taken to match); BMU b and second BMU s.
 3. activation ``a = exp(-d_b)``; the step is *strong* unless the network is regulated and b's
    label already is y (then only a weak update with rates times ``mod_rate``).
-4. strong and ``a < a_T`` and ``h_b < h_T`` and room left: insert ``n = (w_b + g) / 2``, edges
-   b-n and s-n replace b-s, histogram of n = a_inc at y.
+4. strong and ``a < a_T`` and ``h_b < h_T`` and room left: insert ``n = (w_b + g) / 2`` (or
+   ``n = g`` with ``insert_at_input``), edges b-n and s-n replace b-s, histogram of n = a_inc at y.
 5. otherwise: habituate b; move b by ``eps_b * h_b`` and its neighbours by ``eps_n * h_n`` towards
    g; habituate the neighbours; label histogram of b: +a_inc for y, -a_dec for others (floor 0);
    refresh edge b-s.
@@ -165,9 +165,7 @@ class ReferenceGWR:
                         and float(self.habituation[b]) < cfg.habituation_threshold
                         and self.n_nodes < cfg.max_nodes
                     ):
-                        new = (
-                            0.5 * (self.weights[b].astype(np.float64) + g.astype(np.float64))
-                        ).astype(np.float32)
+                        new = g.copy() if cfg.insert_at_input else self._midpoint(b, g)
                         node = self._add_node(new, y)
                         self.clock += 1
                         self._disconnect(b, s)
@@ -197,6 +195,11 @@ class ReferenceGWR:
         """BMU and second BMU (ties go to the lower index)."""
         order = np.argsort(distances, kind="stable")
         return int(order[0]), int(order[1])
+
+    def _midpoint(self, b: int, g: np.ndarray) -> np.ndarray:
+        """GWR's new node: halfway between the BMU and the input, in float64, rounded."""
+        middle = 0.5 * (self.weights[b].astype(np.float64) + g.astype(np.float64))
+        return middle.astype(np.float32)
 
     def _add_node(self, weights: np.ndarray, label: int) -> int:
         self.weights = np.concatenate([self.weights, weights[None]], axis=0)
