@@ -117,8 +117,10 @@ def bench_predict(sizes: list[int], dims: list[int], quick: bool) -> dict:
             # One query through the whole public API (validation, BMU, histogram, label).
             memory = GrowingDualMemory(config)
             memory.partial_fit(queries[:2], ["a", "b"])
+            memory.episodic_ = synthetic_network("cython", n_nodes, n_features, config)
             memory.semantic_ = synthetic_network("cython", n_nodes, n_features, config)
             memory.labels_ = ["l0", "l1", "l2", "l3", "l4", "l5", "l6"]
+            memory.classes_ = list(memory.labels_)
             one = queries[:1]
             wall, cpu = best_time(lambda: [memory.predict(one) for _ in range(200)], 5)  # noqa: B023
             row["cython_api_single_query_us"] = round(1e6 * cpu / 200, 3)

@@ -428,14 +428,21 @@ class GrowingDualMemory:
         """The real classes the semantic memory carries: the label of at least one of its
         nodes (argmax of a non-empty histogram)."""
         self._check_fitted()
+        return [self.labels_[i] for i in np.flatnonzero(self._carried())]
+
+    def _carried(self) -> np.ndarray:
+        """Per real label (``labels_`` order), whether a semantic node carries it."""
         histograms = self.semantic_.label_histograms()[:, : len(self.labels_)]
-        carried = np.unique(np.argmax(histograms[histograms.sum(axis=1) > 0], axis=1))
-        return [self.labels_[i] for i in carried]
+        label = np.argmax(histograms, axis=1)
+        counted = histograms[np.arange(len(label)), label] > 0  # counts are >= 0: else empty
+        carried = np.zeros(len(self.labels_), dtype=bool)
+        carried[label[counted]] = True
+        return carried
 
     def _recall_unconsolidated(self, X: np.ndarray, rows: np.ndarray) -> None:
         """Overwrite, in place, the semantic rows whose episodic BMU is labelled with a class
         not consolidated yet by that BMU's histogram (see the class notes)."""
-        carried = np.isin(np.asarray(self.labels_), self.consolidated())
+        carried = self._carried()
         if carried.all():
             return
         bmus, _ = self.episodic_.nearest(X)
