@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -171,6 +172,52 @@ def bench_scheduler(directory: str, ck, persons: list[str], trials: int) -> dict
     }
 
 
+def bench_remeasure(directory: str, ck, persons: list[str]) -> dict:
+    """Measuring the known people's recentring terms for a newcomer, then again after one of
+    them shows an expression again: only their new faces, against all of their faces (their
+    entry forgotten first, as every re-measure was before) in the same run."""
+    rt = _runtime(os.path.join(directory, "remeasure"), imagination={"recentre_min_peers": 1})
+    newcomer, known = persons[0], persons[1:]
+    _teach_persons(rt, ck, known)
+    first = np.flatnonzero(ck.subjects == newcomer)[:1]
+    rows = np.flatnonzero((ck.subjects == newcomer) & (ck.labels == ck.labels[first[0]]))
+    for row in rows:
+        rt.process_face(ck.images[row], person_id=newcomer, label=str(ck.labels[row]))
+    rt.save()  # ends the episode
+    lock = threading.RLock()
+
+    def measure() -> tuple[float, int]:
+        # The scheduler's measuring step alone (rt.imagine would also imagine for the newcomer).
+        rt.scheduler._activity.clear()
+        peers, waiting = [rt.persons.get(p) for p in known], [rt.persons.get(newcomer)]
+        start = time.perf_counter()
+        chunks, complete = rt.scheduler._measure_peers(peers, waiting, math.inf, lock)
+        assert complete
+        return time.perf_counter() - start, chunks
+
+    first_s, first_chunks = measure()
+    again = np.flatnonzero(ck.subjects == known[0])
+    again = again[ck.labels[again] == ck.labels[again[0]]]
+    for row in again:
+        rt.process_face(ck.images[row], person_id=known[0], label=str(ck.labels[row]))
+    rt.save()
+    new_s, new_chunks = measure()
+    rt.scheduler.known.forget(known[0])
+    all_s, all_chunks = measure()
+    rt.close()
+    return {
+        "known_people": len(known),
+        "first_measure_s": round(first_s, 3),
+        "first_measure_chunks": first_chunks,
+        "again_faces_shown": int(again.size),
+        "again_new_faces_s": round(new_s, 4),
+        "again_new_faces_chunks": new_chunks,
+        "again_all_faces_s": round(all_s, 4),
+        "again_all_faces_chunks": all_chunks,
+        "ratio_all_to_new": round(all_s / new_s, 1),
+    }
+
+
 def bench_learning(directory: str, ck, persons: list[str], rounds: int = 5) -> dict:
     """Learning the persons' labelled CK+ faces, with and without replay after each episode
     (rounds alternate between the two; the median round is reported)."""
@@ -236,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         results["peak_rss_mb_one_runtime"] = _peak_rss_mb()
         rt.close()
         results["scheduler"] = bench_scheduler(directory, ck, persons, args.trials)
+        results["remeasure"] = bench_remeasure(directory, ck, persons)
         results["learning"] = bench_learning(directory, ck, persons)
     results["peak_rss_mb"] = _peak_rss_mb()
     text = json.dumps(results, indent=2)

@@ -197,6 +197,15 @@ class PersonRecentring:
         self._sums: dict[tuple[str, str], np.ndarray] = {}
         self._counts: dict[tuple[str, str], int] = {}
 
+    def resume(self, earlier: PersonRecentring) -> None:
+        """Take over the G changes ``earlier`` accumulated: its faces are the first of this
+        person's snapshot and it measured them for the same expressions (a G change depends on
+        the face and the pair only, so only the new faces are left to add)."""
+        if earlier.classes != self.classes:
+            raise ValueError(f"expressions {earlier.classes} differ from {self.classes}")
+        self._sums = {pair: np.array(total, copy=True) for pair, total in earlier._sums.items()}
+        self._counts = dict(earlier._counts)
+
     def add(self, changes: np.ndarray, sources: Sequence[str], targets: Sequence[str]) -> None:
         """Accumulate G's changes of some of the person's points: each point's
         ``to_memory(z + E(G(z, c)) - E(G(z, s))) - x`` for its pair (s, c), with

@@ -23,6 +23,8 @@ def test_runtime_benchmark_short_run(tmp_path, data_dir):
     assert learning["with_replay"]["episodes"] == learning["without_replay"]["episodes"] > 0
     assert learning["ratio_with_to_without"] > 0
     assert 0 < result["peak_rss_mb_one_runtime"] <= result["peak_rss_mb"]
+    remeasure = result["remeasure"]
+    assert 0 < remeasure["again_new_faces_chunks"] < remeasure["again_all_faces_chunks"]
 
 
 def test_gdm_benchmark_quick_run(data_dir, monkeypatch):

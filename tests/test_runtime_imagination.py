@@ -440,6 +440,62 @@ def test_the_robot_recentres_on_the_other_people_it_holds(tmp_path, models, subj
     assert known.recentring(last, rt.persons.resident(), 2) is None  # one peer left
 
 
+def test_a_known_person_is_measured_again_only_on_their_new_faces(
+    tmp_path, models, subjects, monkeypatch
+):
+    """After a person shows an expression again, only their new faces are measured (the earlier
+    faces' G changes are kept); a new expression measures all of them again. Either way the
+    terms equal their definition on the newest faces."""
+    import math
+    import threading
+
+    from clifer_edge.imagination import generator_vocabulary
+
+    encoder, generator = models
+    vocabulary = generator_vocabulary(generator)
+    rt = make_runtime(tmp_path, models, imagination={"recentre_min_peers": 2})
+    again = subjects[0]
+    grows = next(s for s in subjects[1:] if set(s.classes[3:]) & set(vocabulary))
+    waiting = next(s for s in subjects[1:] if s is not grows)
+    for subject, n in ((again, 3), (grows, 3), (waiting, 2)):
+        learn_classes(rt, subject, subject.classes[:n])
+    rt.set_idle(True)
+    assert rt.imagine(300.0).done
+    known = rt.scheduler.known
+    first_size = known._people[again.name].size
+
+    created = {}
+    entry = known.entry
+
+    def recording(state, points, labels, vocabulary):
+        made = entry(state, points, labels, vocabulary)
+        created.setdefault(state.person_id, (made.measured, made.size))
+        return made
+
+    monkeypatch.setattr(known, "entry", recording)
+    learn_classes(rt, again, again.classes[:1])
+    learn_classes(rt, grows, [next(c for c in grows.classes[3:] if c in vocabulary)])
+    states = [rt.persons.get(s.name) for s in (again, grows, waiting)]
+    rt.scheduler._activity.clear()  # as run() does once idle: the faces above were activity
+    measured, complete = rt.scheduler._measure_peers(
+        states[:2], states[2:], math.inf, threading.RLock()
+    )
+    assert complete and measured > 0
+    assert created[again.name][0] == first_size < created[again.name][1]
+    assert created[grows.name][0] == 0
+    for state in states[:2]:
+        assert not known.stale(state)
+        points, labels = rt.scheduler.real_faces(state)
+        expected = _terms_by_definition(
+            points, labels, encoder, generator, rt.scheduler.calibration
+        )
+        got = known._people[state.person_id].recentring.terms()
+        assert not known._people[state.person_id].starts(points[1:], labels[1:])  # one fell out
+        assert got.keys() == expected.keys()
+        for pair, term in expected.items():
+            np.testing.assert_allclose(got[pair], term, atol=1e-4)
+
+
 def test_measuring_the_known_people_resumes_across_idle_periods(tmp_path, models, subjects):
     """Measuring runs in chunks within the budget like imagination: a short idle period leaves
     it part-done, the next ones go on from there, and imagination starts once it is done."""

@@ -16,6 +16,7 @@ the memory's episodic prototypes are real ones only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -67,6 +68,13 @@ def _version(state: PersonState) -> tuple[int, int]:
     return state.n_episodes, state.n_faces_learned
 
 
+def _digest(points: np.ndarray, labels: Sequence[str]) -> str:
+    """Fingerprint of a snapshot of faces: tells whether a later snapshot starts with it."""
+    content = hashlib.sha256(np.ascontiguousarray(points, dtype=np.float32).tobytes())
+    content.update("\n".join(labels).encode())
+    return content.hexdigest()
+
+
 @dataclass
 class _KnownPerson:
     """One person's recentring terms, measured on a snapshot of their real faces."""
@@ -77,6 +85,9 @@ class _KnownPerson:
     #: The snapshot's faces and labels (None and [] once all are measured).
     points: np.ndarray | None
     labels: list[str]
+    #: Size and :func:`_digest` of the snapshot, kept once its faces are dropped.
+    size: int
+    digest: str
     #: Faces whose G changes are accumulated so far.
     measured: int = 0
 
@@ -84,13 +95,21 @@ class _KnownPerson:
     def complete(self) -> bool:
         return self.points is None
 
+    def starts(self, points: np.ndarray, labels: Sequence[str]) -> bool:
+        """Whether a newer snapshot begins with this one's faces (none fell out of the record's
+        window of real latents)."""
+        n = self.size
+        return len(labels) >= n and _digest(points[:n], labels[:n]) == self.digest
+
 
 class KnownPeople:
     """How the people the robot knows really change expression, beyond what G draws.
 
     Keeps, per person id, their :class:`~clifer_edge.imagination.PersonRecentring` terms
     (a few kilobytes), measured in idle time on their newest real labelled faces
-    (``PersonState.real_latents``) and measured again after they learn for real. RAM only: after
+    (``PersonState.real_latents``) and brought up to date after they learn for real: only the
+    new faces when the earlier ones are all still there and no expression is new, else all of
+    them again (class means change with every face; G's change of a face does not). RAM only: after
     a restart each person is measured again when resident. A person who is evicted keeps their
     entry (it is theirs again when they come back unchanged); :meth:`forget` drops it. Shared by
     several schedulers (the evaluation measures every subject once for all the others).
@@ -107,12 +126,33 @@ class KnownPeople:
     def entry(
         self, state: PersonState, points: np.ndarray, labels: list[str], vocabulary: Sequence[str]
     ) -> _KnownPerson:
-        """The person's current entry; a new snapshot when theirs is missing or outdated."""
+        """The person's current entry; a new snapshot when theirs is missing or outdated, which
+        resumes from the old one when it begins with the old one's faces, all measured, and
+        shows the same expressions."""
         entry = self._people.get(state.person_id)
-        if entry is None or entry.version != _version(state):
-            recentring = PersonRecentring(points, labels, vocabulary)
-            entry = _KnownPerson(_version(state), recentring, points if labels else None, labels)
-            self._people[state.person_id] = entry
+        if entry is not None and entry.version == _version(state):
+            return entry
+        recentring = PersonRecentring(points, labels, vocabulary)
+        measured = 0
+        if (
+            entry is not None
+            and entry.complete
+            and entry.recentring.classes == recentring.classes
+            and entry.starts(points, labels)
+        ):
+            recentring.resume(entry.recentring)
+            measured = entry.size
+        done = measured >= len(labels)
+        entry = _KnownPerson(
+            _version(state),
+            recentring,
+            None if done else points,
+            [] if done else labels,
+            len(labels),
+            _digest(points, labels),
+            measured,
+        )
+        self._people[state.person_id] = entry
         return entry
 
     def forget(self, person_id: str) -> None:
