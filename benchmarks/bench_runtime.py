@@ -191,7 +191,7 @@ def bench_remeasure(directory: str, ck, persons: list[str]) -> dict:
         rt.scheduler._activity.clear()
         peers, waiting = [rt.persons.get(p) for p in known], [rt.persons.get(newcomer)]
         start = time.perf_counter()
-        chunks, complete = rt.scheduler._measure_peers(peers, waiting, math.inf, lock)
+        chunks, complete = rt.scheduler._measure_peers(peers, waiting, set(known), math.inf, lock)
         assert complete
         return time.perf_counter() - start, chunks
 

@@ -426,18 +426,62 @@ def test_the_robot_recentres_on_the_other_people_it_holds(tmp_path, models, subj
         for pair, term in terms[subject.name].items():
             np.testing.assert_allclose(chunked[pair], term, atol=1e-4)
     last = states[people[2].name]
-    used = known.recentring(last, list(states.values()), 2)
+    used = known.recentring(last, list(states), 2)
     others = PeerRecentring([terms[s.name] for s in people[:2]], used.dim, 2)
     assert used.shifts.keys() == others.shifts.keys() and used.shifts
     for pair, shift in others.shifts.items():
         np.testing.assert_allclose(used.shifts[pair], shift, atol=1e-4)
     # The person imagined for never counts for themself.
-    mine = known.recentring(states[people[0].name], [states[people[0].name]], 1)
+    mine = known.recentring(states[people[0].name], [people[0].name], 1)
     assert mine is None
 
     assert rt.forget(people[1].name)
     assert people[1].name not in known._people
-    assert known.recentring(last, rt.persons.resident(), 2) is None  # one peer left
+    assert known.recentring(last, None, 2) is None  # one peer left
+
+
+def test_people_measured_before_they_were_evicted_still_count(tmp_path, models, subjects):
+    """A robot that holds fewer people in RAM than it knows recentres on everyone it measured:
+    an evicted person's terms stay valid until they learn again."""
+    from clifer_edge.imagination import PeerRecentring
+
+    rt = make_runtime(
+        tmp_path,
+        models,
+        persons={"max_in_ram": 2},
+        imagination={"recentre_min_peers": 1},
+    )
+    first, second, newcomer = subjects[:3]
+    learn_classes(rt, first, first.classes[:3])
+    learn_classes(rt, second, second.classes[:2])  # waits for first's third expression
+    rt.set_idle(True)
+    assert rt.imagine(300.0).done
+    known = rt.scheduler.known
+    assert known.measured() == [first.name]
+    terms = known._people[first.name].recentring.terms()
+
+    rt.process_face(second.train(second.classes[0])[0], person_id=second.name)
+    learn_classes(rt, newcomer, newcomer.classes[:2])  # evicts first, the least recently seen
+    assert {s.person_id for s in rt.persons.resident()} == {second.name, newcomer.name}
+    used = []
+    recentring = known.recentring
+
+    def recording(state, peers, min_peers):
+        result = recentring(state, peers, min_peers)
+        used.append((state.person_id, result))
+        return result
+
+    known.recentring = recording
+    rt.set_idle(True)
+    assert rt.imagine(300.0).done
+    got = [result for person, result in used if person == newcomer.name]
+    assert got and got[-1] is not None
+    expected = PeerRecentring([terms], got[-1].dim, 1)
+    assert got[-1].shifts.keys() == expected.shifts.keys()
+    for pair, shift in expected.shifts.items():
+        np.testing.assert_allclose(got[-1].shifts[pair], shift, atol=1e-6)
+    state = rt.persons.get(newcomer.name)
+    assert recentring(state, [second.name], 1) is None  # the resident people alone: nobody
 
 
 def test_a_known_person_is_measured_again_only_on_their_new_faces(
@@ -477,8 +521,9 @@ def test_a_known_person_is_measured_again_only_on_their_new_faces(
     learn_classes(rt, grows, [next(c for c in grows.classes[3:] if c in vocabulary)])
     states = [rt.persons.get(s.name) for s in (again, grows, waiting)]
     rt.scheduler._activity.clear()  # as run() does once idle: the faces above were activity
+    others = {s.person_id for s in states[:2]}
     measured, complete = rt.scheduler._measure_peers(
-        states[:2], states[2:], math.inf, threading.RLock()
+        states[:2], states[2:], others, math.inf, threading.RLock()
     )
     assert complete and measured > 0
     assert created[again.name][0] == first_size < created[again.name][1]

@@ -111,7 +111,8 @@ class KnownPeople:
     new faces when the earlier ones are all still there and no expression is new, else all of
     them again (class means change with every face; G's change of a face does not). RAM only: after
     a restart each person is measured again when resident. A person who is evicted keeps their
-    entry (it is theirs again when they come back unchanged); :meth:`forget` drops it. Shared by
+    entry, which keeps counting for the others (it is theirs again when they come back
+    unchanged); :meth:`forget` drops it. Shared by
     several schedulers (the evaluation measures every subject once for all the others).
     """
 
@@ -159,16 +160,20 @@ class KnownPeople:
         """Drop a person's terms (they were forgotten)."""
         self._people.pop(person_id, None)
 
+    def measured(self, ids: Sequence[str] | None = None) -> list[str]:
+        """The ids among ``ids`` (default: every person kept) whose terms are complete, in
+        that order (resident or evicted since: their terms stay valid until they learn again)."""
+        ids = list(self._people) if ids is None else ids
+        return [i for i in ids if i in self._people and self._people[i].complete]
+
     def recentring(
-        self, state: PersonState, peers: Sequence[PersonState], min_peers: int
+        self, state: PersonState, peers: Sequence[str] | None, min_peers: int
     ) -> PeerRecentring | None:
-        """The recentring for imagining ``state`` from the complete terms of the other
-        ``peers``; None when no pair has ``min_peers`` of them."""
-        entries = [self._people.get(peer.person_id) for peer in peers]
+        """The recentring for imagining ``state`` from the complete terms of the other people
+        among ``peers`` (ids; None: every person measured); None when no pair has
+        ``min_peers`` of them."""
         terms = [
-            entry.recentring.terms()
-            for peer, entry in zip(peers, entries, strict=True)
-            if peer.person_id != state.person_id and entry is not None and entry.complete
+            self._people[i].recentring.terms() for i in self.measured(peers) if i != state.person_id
         ]
         if not terms or not state.fitted:
             return None
@@ -321,7 +326,8 @@ class ImaginationScheduler:
         idle. ``on_trained(state)`` is called (under ``lock``) for each person whose memory
         changed, e.g. to save it; when a face preempted the run, those persons are only marked
         ``dirty`` instead, so that the scheduler yields without waiting for the disk. ``peers``
-        are the people recentring learns from (default: ``persons``; the person imagined for
+        are the people recentring measures and learns from; by default it measures ``persons``
+        and learns from every person measured so far, evicted ones too (the person imagined for
         never counts for themself).
         """
         if not self.config.enabled or not self.is_idle():
@@ -331,6 +337,8 @@ class ImaginationScheduler:
             return None
         start = time.perf_counter()
         deadline = start + budget_s
+        # Recentring uses every person measured so far (evicted ones too) unless told whom.
+        recentre_on = None if peers is None else [p.person_id for p in peers]
         peers = list(persons) if peers is None else list(peers)
         touched: list[PersonState] = []
         n_prototypes = n_latents = n_chunks = 0
@@ -338,7 +346,8 @@ class ImaginationScheduler:
         if self.recentres:
             with lock:
                 waiting = [state for state in persons if self.pending(state)[1]]
-            measured, complete = self._measure_peers(peers, waiting, deadline, lock)
+            others = {p.person_id for p in peers} | set(self.known.measured(recentre_on))
+            measured, complete = self._measure_peers(peers, waiting, others, deadline, lock)
             n_chunks += measured
             out_of_time = not complete and not self._activity.is_set()
         for state in persons:
@@ -349,7 +358,7 @@ class ImaginationScheduler:
                 recentring = None
                 if self.recentres and labels:
                     min_peers = self.config.recentre_min_peers
-                    recentring = self.known.recentring(state, peers, min_peers)
+                    recentring = self.known.recentring(state, recentre_on, min_peers)
             size = self.config.chunk_prototypes
             complete = True
             for begin in range(0, len(labels), size):
@@ -405,18 +414,19 @@ class ImaginationScheduler:
         self,
         peers: Sequence[PersonState],
         waiting: Sequence[PersonState],
+        others: set[str],
         deadline: float,
         lock: threading.RLock | threading.Lock,
     ) -> tuple[int, bool]:
-        """Bring up to date, chunk by chunk, the recentring terms of the peers that someone
-        waiting for imagination could use: someone with ``recentre_min_peers`` peers besides
-        themself, who has not learned an expression the peer showed. The number of chunks
-        measured, and False if a face or the budget stopped it."""
+        """Bring up to date, chunk by chunk, the recentring terms of the (resident) peers that
+        someone waiting for imagination could use: someone with ``recentre_min_peers`` people
+        besides themself among ``others`` (the ids recentring may use), who has not learned an
+        expression the peer showed. The number of chunks measured, and False if a face or the
+        budget stopped it."""
         vocabulary = generator_vocabulary(self.generator)
         size = self.config.chunk_prototypes
         min_peers = self.config.recentre_min_peers
-        ids = {p.person_id for p in peers}
-        waiting = [s for s in waiting if len(ids - {s.person_id}) >= min_peers]
+        waiting = [s for s in waiting if len(others - {s.person_id}) >= min_peers]
         chunks = 0
         for peer in peers:
             shown = set(peer.real_labels)
