@@ -440,7 +440,9 @@ def test_the_robot_recentres_on_the_other_people_it_holds(tmp_path, models, subj
     assert known.recentring(last, None, 2) is None  # one peer left
 
 
-def test_people_measured_before_they_were_evicted_still_count(tmp_path, models, subjects):
+def test_people_measured_before_they_were_evicted_still_count(
+    tmp_path, models, subjects, monkeypatch
+):
     """A robot that holds fewer people in RAM than it knows recentres on everyone it measured:
     an evicted person's terms stay valid until they learn again."""
     from clifer_edge.imagination import PeerRecentring
@@ -471,7 +473,7 @@ def test_people_measured_before_they_were_evicted_still_count(tmp_path, models, 
         used.append((state.person_id, result))
         return result
 
-    known.recentring = recording
+    monkeypatch.setattr(known, "recentring", recording)
     rt.set_idle(True)
     assert rt.imagine(300.0).done
     got = [result for person, result in used if person == newcomer.name]
@@ -491,7 +493,6 @@ def test_a_known_person_is_measured_again_only_on_their_new_faces(
     faces' G changes are kept); a new expression measures all of them again. Either way the
     terms equal their definition on the newest faces."""
     import math
-    import threading
 
     from clifer_edge.imagination import generator_vocabulary
 

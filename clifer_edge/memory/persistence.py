@@ -160,7 +160,7 @@ def _upgraded_config(config: Any, version: int) -> Any:
     if version >= 3 or not isinstance(config, dict):
         return config
     config = dict(config)
-    for name in ("episodic", "semantic"):
+    for name in _NETWORKS:
         network = config.get(name)
         if isinstance(network, dict):
             config[name] = {"insert_at_input": False, **network}
